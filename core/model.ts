@@ -298,3 +298,16 @@ export const OWNERSHIP = {
   settingsNamespace: 'kube-system',
   settingsName: 'wgplane',
 } as const;
+
+/** The observed state of a node where wgplane has never run (for `--observed empty`). */
+export const EMPTY_OBSERVED: ObservedDataplane = {
+  device: null,
+  staleDevices: [],
+  conflicts: [],
+  peers: new Map(),
+  routes: new Map(),
+  rules: [],
+  firewall: [],
+  sysctls: new Map(),
+  underlayMtu: null,
+};
