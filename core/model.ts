@@ -194,6 +194,9 @@ export interface DesiredDisabled {
   readonly kind: 'disabled';
   readonly node: NodeName;
   readonly why: 'setting' | 'node-label';
+  /** The configured names of what wgplane owns, so that their removal can be planned. */
+  readonly interfaceName: string;
+  readonly table: number;
   readonly problems: readonly Problem[];
 }
 
@@ -272,8 +275,9 @@ export type Operation =
   | { readonly kind: 'table-flush'; readonly table: number; readonly family: Family; readonly routes: number; readonly origin: Origin }
   | { readonly kind: 'rule-add'; readonly rule: Rule; readonly origin: Origin }
   | { readonly kind: 'rule-delete'; readonly rule: Rule; readonly origin: Origin }
-  /** Make one wgplane chain hold exactly `rules` and be hooked; or remove chain and hook (rules = null). */
-  | { readonly kind: 'firewall-chain'; readonly chain: FirewallChain; readonly remove: boolean; readonly origin: Origin };
+  /** Make one wgplane chain hold exactly `chain.rules` and be hooked from `chain.hook` (remove = false), or
+   *  remove the jump and the chain (remove = true). `hooked`: whether the jump exists now (observed). */
+  | { readonly kind: 'firewall-chain'; readonly chain: FirewallChain; readonly remove: boolean; readonly hooked: boolean; readonly origin: Origin };
 
 export type OperationKind = Operation['kind'];
 
