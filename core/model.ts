@@ -243,6 +243,13 @@ export interface ObservedDataplane {
 // ---------------------------------------------------------------------------------------------------
 // Operations of a plan. Each carries why it exists. Keys in operations are public keys only.
 
+/** An allowed IP that an operation takes from another peer in the kernel (a pod IP moving between
+ *  nodes, or a node's key changing): recorded for people; the kernel moves it by itself. */
+export interface AllowedIPMove {
+  readonly allowedIP: Cidr;
+  readonly from: WgKey;
+}
+
 export type Operation =
   | { readonly kind: 'sysctl-set'; readonly key: string; readonly value: string; readonly from: string | null; readonly origin: Origin }
   | { readonly kind: 'link-create'; readonly name: string; readonly mtu: number; readonly origin: Origin }
@@ -253,7 +260,7 @@ export type Operation =
   | { readonly kind: 'address-delete'; readonly device: string; readonly address: Cidr; readonly origin: Origin }
   /** Set the device's private key (from the key store, never in the plan), listen port and fwmark. */
   | { readonly kind: 'device-configure'; readonly device: string; readonly listenPort: number; readonly fwmark: number; readonly publicKey: WgKey | null; readonly origin: Origin }
-  | { readonly kind: 'peer-add'; readonly device: string; readonly peer: DesiredPeer; readonly origin: Origin }
+  | { readonly kind: 'peer-add'; readonly device: string; readonly peer: DesiredPeer; readonly origin: Origin; readonly moves?: readonly AllowedIPMove[] }
   /** Changes a peer in place: endpoint/keepalive, allowed IPs added (an IP added here moves from any
    *  other peer in the kernel) and allowed IPs removed without disturbing the peer's other IPs. */
   | {
@@ -266,10 +273,11 @@ export type Operation =
       readonly addAllowedIPs: readonly Cidr[];
       readonly removeAllowedIPs: readonly Cidr[];
       readonly origin: Origin;
+      readonly moves?: readonly AllowedIPMove[];
     }
   | { readonly kind: 'peer-remove'; readonly device: string; readonly publicKey: WgKey; readonly node: NodeName | null; readonly origin: Origin }
-  | { readonly kind: 'route-add'; readonly table: number; readonly route: Route; readonly origin: Origin }
-  | { readonly kind: 'route-replace'; readonly table: number; readonly route: Route; readonly from: Route; readonly origin: Origin }
+  | { readonly kind: 'route-add'; readonly table: number; readonly route: Route; readonly origin: Origin; readonly cause?: ThrowCause }
+  | { readonly kind: 'route-replace'; readonly table: number; readonly route: Route; readonly from: Route; readonly origin: Origin; readonly cause?: ThrowCause }
   | { readonly kind: 'route-delete'; readonly table: number; readonly route: Route; readonly origin: Origin }
   /** Delete every route of wgplane's table of one family (tear-down). */
   | { readonly kind: 'table-flush'; readonly table: number; readonly family: Family; readonly routes: number; readonly origin: Origin }
