@@ -1,0 +1,621 @@
+// The desired dataplane as an index of per-node contributions and IP claims, so that one pod event turns
+// into a handful of changed routes and peers without recomputing the cluster. Pure: no I/O, no clock.
+//
+// OWNERSHIP AND MUTATION: a DesiredIndex is a mutable structure owned by exactly one caller (the daemon,
+// or `desired` which builds one and hands out a view). `applyPodChange` updates it in place, in time
+// proportional to the pod's IPs, and returns the keys of the routes and peers that changed. The objects
+// it stores (DesiredRoute, DesiredPeer, Origin) are immutable and replaced, never edited, so a caller may
+// keep references to them; the Maps of a view from `desiredOf` are the index's own and follow it.
+// Node events and settings changes are not incremental: rebuild with `buildDesiredIndex`.
+import * as E from 'fp-ts/lib/Either.js';
+import { detectAks } from './aks.js';
+import { compareCidr, cidrContains, familyOf, hostCidr, networkHostCidr, type Cidr, type Family, type IP } from './ip.js';
+import type { WgKey } from './key.js';
+import {
+  OWNERSHIP,
+  type ClusterSnapshot,
+  type DesiredDevice,
+  type DesiredDisabled,
+  type DesiredEnabled,
+  type DesiredFacts,
+  type DesiredPeer,
+  type DesiredRoute,
+  type FirewallChain,
+  type HostFacts,
+  type NodeInfo,
+  type NodeName,
+  type Origin,
+  type PodInfo,
+  type PodKey,
+  type Problem,
+  type Rule,
+  type Settings,
+  type ThrowCause,
+} from './model.js';
+import { chooseMtu } from './mtu.js';
+
+export type DesiredError =
+  | { readonly kind: 'node-not-found'; readonly message: string }
+  | { readonly kind: 'settings'; readonly message: string };
+
+/** The origin of a claim on a destination: a pod, a node's pod CIDR, or a node's own address. */
+export type ClaimOrigin = Extract<Origin, { readonly kind: 'pod' | 'pod-cidr' | 'node-ip' }>;
+/** A pod IP inside its own node's pod CIDR: no route of its own, but kept to see conflicts. */
+export interface CoveredClaim {
+  readonly kind: 'covered';
+  readonly origin: ClaimOrigin;
+}
+export type Claim = ClaimOrigin | CoveredClaim;
+/** One claim (the common case, no allocation) or several (an array owned by the index). */
+export type ClaimEntry = Claim | Claim[];
+
+export type NodeStatus =
+  | { readonly kind: 'local' }
+  | { readonly kind: 'peer'; readonly publicKey: WgKey; readonly endpoint: string }
+  | { readonly kind: 'throw'; readonly cause: ThrowCause };
+
+export interface NodeState {
+  readonly info: NodeInfo;
+  readonly status: NodeStatus;
+  /** IPv4 pod CIDRs as [network, mask] pairs (pod-CIDR mode only). */
+  readonly v4Blocks: readonly number[];
+  readonly v6Blocks: readonly Cidr[];
+  /** Destinations routed into this node's peer (peers only; mutated by the index). */
+  readonly allowed: Set<Cidr> | null;
+}
+
+export interface DesiredIndex {
+  readonly kind: 'index';
+  readonly node: NodeName;
+  readonly settings: Settings;
+  readonly facts: Omit<DesiredFacts, 'families'>;
+  readonly device: DesiredDevice;
+  readonly nodes: ReadonlyMap<NodeName, NodeState>;
+  readonly claims: Map<Cidr, ClaimEntry>;
+  readonly routes: Map<Cidr, DesiredRoute>;
+  readonly peers: Map<WgKey, DesiredPeer>;
+  /** Destinations claimed by more than one node. */
+  readonly conflicts: Set<Cidr>;
+  readonly podsWithoutNode: Set<PodKey>;
+  /** Problems fixed at build time (node keys and endpoints, MTU), sorted. */
+  readonly staticProblems: readonly Problem[];
+  /** Families of this node's own addresses. */
+  readonly selfFamilies: readonly Family[];
+  /** Number of routes per family: [IPv4, IPv6]. */
+  readonly routeFamilies: [number, number];
+}
+
+/** What one pod event changed: route keys (set or removed), peer keys (rebuilt), and whether problems changed. */
+export interface PodChange {
+  readonly index: DesiredIndex;
+  readonly routes: readonly Cidr[];
+  readonly peers: readonly WgKey[];
+  readonly problems: boolean;
+}
+
+export const DISABLED_LABEL_VALUE = 'disabled';
+
+export function isNodeDisabled(n: NodeInfo): boolean {
+  return n.labels[OWNERSHIP.labelWireguard] === DISABLED_LABEL_VALUE;
+}
+
+/** Pods that take part: not hostNetwork, with IPs, Running or Pending (a Pending pod with an IP is starting). */
+export function podCounts(p: PodInfo): boolean {
+  return !p.hostNetwork && p.ips.length > 0 && (p.phase === 'Running' || p.phase === 'Pending');
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Fast helpers on canonical strings (inputs are already validated and canonical).
+
+function v4Num(s: string, end: number): number {
+  let n = 0, oct = 0;
+  for (let i = 0; i < end; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46) { n = n * 256 + oct; oct = 0; } else oct = oct * 10 + (c - 48);
+  }
+  return n * 256 + oct;
+}
+
+function v6SortKey(c: string): string {
+  const slash = c.indexOf('/');
+  const addr = c.slice(0, slash);
+  const dbl = addr.indexOf('::');
+  let groups: string[];
+  if (dbl < 0) groups = addr.split(':');
+  else {
+    const l = dbl === 0 ? [] : addr.slice(0, dbl).split(':');
+    const r = dbl + 2 >= addr.length ? [] : addr.slice(dbl + 2).split(':');
+    groups = [...l, ...new Array<string>(8 - l.length - r.length).fill('0'), ...r];
+  }
+  let key = '';
+  for (const g of groups) key += g.padStart(4, '0');
+  return key + c.slice(slash + 1).padStart(3, '0');
+}
+
+/** Sorts CIDRs in compareCidr order with one parse per element (numeric keys for IPv4). */
+export function sortCidrs(cidrs: Iterable<Cidr>): Cidr[] {
+  const v4: Cidr[] = [];
+  const v6: Cidr[] = [];
+  for (const c of cidrs) (c.includes(':') ? v6 : v4).push(c);
+  const out: Cidr[] = [];
+  if (v4.length > 0) {
+    const keys = new Float64Array(v4.length);
+    const idx = new Array<number>(v4.length);
+    for (let i = 0; i < v4.length; i++) {
+      const c = v4[i]!;
+      const slash = c.indexOf('/');
+      keys[i] = v4Num(c, slash) * 64 + Number(c.slice(slash + 1));
+      idx[i] = i;
+    }
+    idx.sort((a, b) => keys[a]! - keys[b]!);
+    for (const i of idx) out.push(v4[i]!);
+  }
+  if (v6.length > 0) {
+    const keyed = v6.map((c) => [v6SortKey(c), c] as const);
+    keyed.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    for (const [, c] of keyed) out.push(c);
+  }
+  return out;
+}
+
+function endpointOf(ip: IP, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+function firstInternal(n: NodeInfo): IP | null {
+  for (const a of n.addresses) if (a.type === 'InternalIP') return a.address;
+  return null;
+}
+
+/** This node's endpoint address: first InternalIP, else first ExternalIP. */
+function ownEndpointIP(n: NodeInfo): IP | null {
+  const i = firstInternal(n);
+  if (i !== null) return i;
+  for (const a of n.addresses) if (a.type === 'ExternalIP') return a.address;
+  return null;
+}
+
+/** A remote node's endpoint: first InternalIP of our family, else any InternalIP, else an ExternalIP. */
+export function pickEndpointIP(remote: NodeInfo, family: Family | null): IP | null {
+  let anyInternal: IP | null = null;
+  let external: IP | null = null;
+  for (const a of remote.addresses) {
+    if (a.type === 'InternalIP') {
+      if (family !== null && familyOf(a.address) === family) return a.address;
+      anyInternal ??= a.address;
+    } else if (a.type === 'ExternalIP') external ??= a.address;
+  }
+  return anyInternal ?? external;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Claims
+
+function addClaim(claims: Map<Cidr, ClaimEntry>, k: Cidr, c: Claim): void {
+  const e = claims.get(k);
+  if (e === undefined) claims.set(k, c);
+  else if (Array.isArray(e)) { if (!e.includes(c)) e.push(c); }
+  else if (e !== c) claims.set(k, [e, c]);
+}
+
+function claimOrigin(c: Claim): ClaimOrigin {
+  return c.kind === 'covered' ? c.origin : c;
+}
+
+function isPodClaimOf(c: Claim, pod: PodKey): boolean {
+  const o = claimOrigin(c);
+  return o.kind === 'pod' && o.pod === pod;
+}
+
+function removePodClaim(claims: Map<Cidr, ClaimEntry>, k: Cidr, pod: PodKey): void {
+  const e = claims.get(k);
+  if (e === undefined) return;
+  if (!Array.isArray(e)) { if (isPodClaimOf(e, pod)) claims.delete(k); return; }
+  const i = e.findIndex((c) => isPodClaimOf(c, pod));
+  if (i < 0) return;
+  e.splice(i, 1);
+  if (e.length === 1) claims.set(k, e[0]!);
+  else if (e.length === 0) claims.delete(k);
+}
+
+function inBlocks(st: NodeState, ip: IP): boolean {
+  if (ip.includes(':')) {
+    for (const b of st.v6Blocks) if (cidrContains(b, ip)) return true;
+    return false;
+  }
+  const b = st.v4Blocks;
+  if (b.length === 0) return false;
+  const n = v4Num(ip, ip.length);
+  for (let i = 0; i < b.length; i += 2) if (((n & b[i + 1]!) >>> 0) === b[i]) return true;
+  return false;
+}
+
+function addPod(ix: DesiredIndex, p: PodInfo, touched: Cidr[] | null): void {
+  if (!podCounts(p)) return;
+  if (p.nodeName === null) { ix.podsWithoutNode.add(p.key); return; }
+  const st = ix.nodes.get(p.nodeName);
+  if (st === undefined) return; // a node not (yet) in the snapshot: a node event rebuilds the index
+  const origin: ClaimOrigin = { kind: 'pod', pod: p.key, node: p.nodeName };
+  const podCidrMode = ix.facts.routeSource === 'podCIDR';
+  let covered: CoveredClaim | null = null;
+  for (const ip of p.ips) {
+    const k = hostCidr(ip);
+    const claim: Claim = podCidrMode && inBlocks(st, ip) ? (covered ??= { kind: 'covered', origin }) : origin;
+    addClaim(ix.claims, k, claim);
+    if (touched !== null) touched.push(k);
+  }
+}
+
+function removePod(ix: DesiredIndex, p: PodInfo, touched: Cidr[]): void {
+  if (!podCounts(p)) return;
+  if (p.nodeName === null) { ix.podsWithoutNode.delete(p.key); return; }
+  for (const ip of p.ips) {
+    const k = hostCidr(ip);
+    removePodClaim(ix.claims, k, p.key);
+    touched.push(k);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Routes from claims
+
+const RANK: Record<ClaimOrigin['kind'], number> = { 'pod-cidr': 0, 'node-ip': 1, pod: 2 };
+
+function betterOrigin(a: ClaimOrigin, b: ClaimOrigin): boolean {
+  if (a.kind !== b.kind) return RANK[a.kind] < RANK[b.kind];
+  return a.kind === 'pod' && b.kind === 'pod' ? a.pod < b.pod : false;
+}
+
+function conflictNodes(e: ClaimEntry): NodeName[] | null {
+  if (!Array.isArray(e)) return null;
+  const first = claimOrigin(e[0]!).node;
+  let nodes: NodeName[] | null = null;
+  for (const c of e) {
+    const n = claimOrigin(c).node;
+    if (n !== first) {
+      nodes ??= [first];
+      if (!nodes.includes(n)) nodes.push(n);
+    }
+  }
+  return nodes === null ? null : nodes.sort();
+}
+
+function routeFor(ix: DesiredIndex, k: Cidr, e: ClaimEntry): DesiredRoute | undefined {
+  let origin: ClaimOrigin | null = null;
+  if (!Array.isArray(e)) origin = e.kind === 'covered' ? null : e;
+  else {
+    const nodes = conflictNodes(e);
+    if (nodes !== null) return { route: { kind: 'throw', dest: k }, origin: { kind: 'conflict', ip: k, nodes }, cause: 'conflict' };
+    for (const c of e) if (c.kind !== 'covered' && (origin === null || betterOrigin(c, origin))) origin = c;
+  }
+  if (origin === null) return undefined;
+  const status = ix.nodes.get(origin.node)!.status;
+  switch (status.kind) {
+    case 'peer':
+      return { route: { kind: 'device', dest: k, device: ix.settings.interfaceName }, origin };
+    case 'local':
+      return { route: { kind: 'throw', dest: k }, origin, cause: 'local' };
+    case 'throw':
+      return { route: { kind: 'throw', dest: k }, origin, cause: status.cause };
+  }
+}
+
+function sameOrigin(a: Origin, b: Origin): boolean {
+  if (a === b) return true;
+  if (a.kind !== b.kind) return false;
+  if (a.kind === 'pod' && b.kind === 'pod') return a.pod === b.pod && a.node === b.node;
+  if (a.kind === 'conflict' && b.kind === 'conflict') return a.ip === b.ip && a.nodes.join(',') === b.nodes.join(',');
+  return 'node' in a && 'node' in b && a.node === b.node;
+}
+
+function sameRoute(a: DesiredRoute | undefined, b: DesiredRoute | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return a.route.kind === b.route.kind && a.cause === b.cause && sameOrigin(a.origin, b.origin);
+}
+
+function ownerOfDevice(r: DesiredRoute): NodeName | null {
+  return r.route.kind === 'device' && r.origin.kind !== 'conflict' && 'node' in r.origin ? r.origin.node : null;
+}
+
+/** Recomputes the route of destination k; records the change and the peers whose allowed IPs moved. */
+function refreshKey(ix: DesiredIndex, k: Cidr, dirty: Set<NodeName> | null): boolean {
+  const old = ix.routes.get(k);
+  const e = ix.claims.get(k);
+  const next = e === undefined ? undefined : routeFor(ix, k, e);
+  if (sameRoute(old, next)) return false;
+  const fam = k.includes(':') ? 1 : 0;
+  if (old !== undefined) {
+    const owner = ownerOfDevice(old);
+    if (owner !== null) { ix.nodes.get(owner)!.allowed!.delete(k); dirty?.add(owner); }
+    if (old.origin.kind === 'conflict') ix.conflicts.delete(k);
+    ix.routeFamilies[fam]--;
+  }
+  if (next === undefined) ix.routes.delete(k);
+  else {
+    ix.routes.set(k, next);
+    const owner = ownerOfDevice(next);
+    if (owner !== null) { ix.nodes.get(owner)!.allowed!.add(k); dirty?.add(owner); }
+    if (next.origin.kind === 'conflict') ix.conflicts.add(k);
+    ix.routeFamilies[fam]++;
+  }
+  return true;
+}
+
+function buildPeer(ix: DesiredIndex, st: NodeState): DesiredPeer | null {
+  if (st.status.kind !== 'peer') return null;
+  return {
+    node: st.info.name,
+    publicKey: st.status.publicKey,
+    endpoint: st.status.endpoint,
+    allowedIPs: sortCidrs(st.allowed!),
+    persistentKeepalive: ix.settings.persistentKeepalive,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Building
+
+function settingsError(message: string): E.Either<DesiredError, never> {
+  return E.left({ kind: 'settings', message });
+}
+
+function disabled(node: NodeName, why: DesiredDisabled['why'], s: Settings): DesiredDisabled {
+  return { kind: 'disabled', node, why, interfaceName: s.interfaceName, table: s.routingTable, problems: [] };
+}
+
+function blocksOf(cidrs: readonly Cidr[]): { v4: number[]; v6: Cidr[] } {
+  const v4: number[] = [];
+  const v6: Cidr[] = [];
+  for (const c of cidrs) {
+    const slash = c.indexOf('/');
+    if (c.includes(':')) { v6.push(c); continue; }
+    const len = Number(c.slice(slash + 1));
+    v4.push(v4Num(c, slash), len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0);
+  }
+  return { v4, v6 };
+}
+
+/** Builds the index of node `nodeName` (or says why WireGuard is off on it). O(nodes + pods). */
+export function buildDesiredIndex(
+  snapshot: ClusterSnapshot,
+  nodeName: NodeName,
+  host: HostFacts,
+): E.Either<DesiredError, DesiredIndex | DesiredDisabled> {
+  const s = snapshot.settings;
+  const self = snapshot.nodes.get(nodeName);
+  if (self === undefined) {
+    return E.left({ kind: 'node-not-found', message: `node "${nodeName}" is not in the snapshot (it has ${snapshot.nodes.size} nodes)` });
+  }
+  if (!s.enabled) return E.right(disabled(nodeName, 'setting', s));
+  if (isNodeDisabled(self)) return E.right(disabled(nodeName, 'node-label', s));
+  if (s.fwmark === 0) return settingsError('settings: fwmark must not be 0 (the rule "not fwmark 0/0" would match nothing)');
+
+  const aks = detectAks(snapshot.nodes.values());
+  let anyPodCidr = false;
+  for (const n of snapshot.nodes.values()) if (n.podCIDRs.length > 0) { anyPodCidr = true; break; }
+  const routeSource = s.routeSource === 'auto' ? (anyPodCidr ? 'podCIDR' : 'workloadIPs') : s.routeSource;
+  const hostEncryption = s.hostEncryption === 'auto' ? aks && routeSource === 'workloadIPs' : s.hostEncryption === 'true';
+  const prefix = s.workloadInterfacePrefix !== 'auto' ? s.workloadInterfacePrefix : aks ? 'azv' : null;
+  if (hostEncryption && prefix === null) {
+    return settingsError(
+      'settings: hostEncryption is on but workloadInterfacePrefix is "auto" and this is not an AKS cluster: ' +
+        'set workloadInterfacePrefix to the prefix of the pod host interfaces (for example "cali" or "veth"), ' +
+        'or the raw PREROUTING marking would mark pod traffic',
+    );
+  }
+
+  // Keys: nodes sharing one (or holding ours) cannot be peered.
+  const owners = new Map<WgKey, NodeName[]>();
+  for (const n of snapshot.nodes.values()) {
+    if (n.publicKey === null || isNodeDisabled(n)) continue;
+    const o = owners.get(n.publicKey);
+    if (o === undefined) owners.set(n.publicKey, [n.name]);
+    else o.push(n.name);
+  }
+  if (host.publicKey !== null) {
+    const o = owners.get(host.publicKey);
+    if (o !== undefined && !o.includes(nodeName)) o.push(nodeName);
+  }
+
+  const problems: Problem[] = [];
+  for (const [key, o] of owners) if (o.length > 1) problems.push({ kind: 'shared-key', nodes: [...o].sort(), key });
+
+  const selfFamilyIP = firstInternal(self);
+  const selfFamily = selfFamilyIP === null ? null : familyOf(selfFamilyIP);
+  const ownEp = ownEndpointIP(self);
+  let ipv6Endpoint = ownEp !== null && familyOf(ownEp) === 6;
+
+  const nodes = new Map<NodeName, NodeState>();
+  for (const n of snapshot.nodes.values()) {
+    let status: NodeStatus;
+    if (n.name === nodeName) status = { kind: 'local' };
+    else if (isNodeDisabled(n)) status = { kind: 'throw', cause: 'disabled' };
+    else if (n.publicKey === null) { status = { kind: 'throw', cause: 'no-key' }; problems.push({ kind: 'no-key', node: n.name }); }
+    else if (owners.get(n.publicKey)!.length > 1) status = { kind: 'throw', cause: 'shared-key' };
+    else {
+      const ep = pickEndpointIP(n, selfFamily);
+      if (ep === null) { status = { kind: 'throw', cause: 'no-endpoint' }; problems.push({ kind: 'no-endpoint', node: n.name }); }
+      else {
+        status = { kind: 'peer', publicKey: n.publicKey, endpoint: endpointOf(ep, s.listenPort) };
+        if (familyOf(ep) === 6) ipv6Endpoint = true;
+      }
+    }
+    const blocks = routeSource === 'podCIDR' ? blocksOf(n.podCIDRs) : { v4: [], v6: [] };
+    nodes.set(n.name, { info: n, status, v4Blocks: blocks.v4, v6Blocks: blocks.v6, allowed: status.kind === 'peer' ? new Set() : null });
+  }
+
+  const mtu = chooseMtu({ setting: s.mtu, underlayMtu: host.underlayMtu, ipv6Endpoint, aks, hostEncryption });
+  if (mtu.problem !== null) problems.push(mtu.problem);
+
+  const selfAddrs = new Set<Cidr>();
+  if (hostEncryption) { for (const a of self.addresses) if (a.type === 'InternalIP') selfAddrs.add(hostCidr(a.address)); }
+  else if (routeSource === 'podCIDR') for (const c of self.podCIDRs) selfAddrs.add(networkHostCidr(c));
+  const device: DesiredDevice = {
+    name: s.interfaceName,
+    mtu: mtu.mtu,
+    listenPort: s.listenPort,
+    fwmark: s.fwmark,
+    addresses: [...selfAddrs].sort(compareCidr),
+    publicKey: host.publicKey,
+    mtuReason: mtu.reason,
+  };
+
+  const selfFamilies = new Set<Family>();
+  for (const a of self.addresses) selfFamilies.add(familyOf(a.address));
+  for (const a of selfAddrs) selfFamilies.add(familyOf(a));
+
+  const ix: DesiredIndex = {
+    kind: 'index',
+    node: nodeName,
+    settings: s,
+    facts: { aks, routeSource, hostEncryption, workloadInterfacePrefix: prefix },
+    device,
+    nodes,
+    claims: new Map(),
+    routes: new Map(),
+    peers: new Map(),
+    conflicts: new Set(),
+    podsWithoutNode: new Set(),
+    staticProblems: problems.sort(compareProblems),
+    selfFamilies: [...selfFamilies].sort(),
+    routeFamilies: [0, 0],
+  };
+
+  // Per-node contributions: pod CIDRs and (with host encryption) node addresses, then pods.
+  for (const st of nodes.values()) {
+    const n = st.info;
+    if (routeSource === 'podCIDR') {
+      const o: ClaimOrigin = { kind: 'pod-cidr', node: n.name };
+      for (const c of n.podCIDRs) addClaim(ix.claims, c, o);
+    }
+    if (hostEncryption) {
+      const o: ClaimOrigin = { kind: 'node-ip', node: n.name };
+      for (const a of n.addresses) addClaim(ix.claims, hostCidr(a.address), o);
+    }
+  }
+  for (const p of snapshot.pods.values()) addPod(ix, p, null);
+  for (const k of ix.claims.keys()) refreshKey(ix, k, null);
+  for (const st of nodes.values()) {
+    const peer = buildPeer(ix, st);
+    if (peer !== null) ix.peers.set(peer.publicKey, peer);
+  }
+  return E.right(ix);
+}
+
+/** Applies one pod event (add: before null; delete: after null; update: both) to the index, in place.
+ *  `before` must be the pod as last applied. Returns the changed route and peer keys. */
+export function applyPodChange(ix: DesiredIndex, before: PodInfo | null, after: PodInfo | null): PodChange {
+  const touched: Cidr[] = [];
+  const conflictsBefore = ix.conflicts.size;
+  const withoutNodeBefore = ix.podsWithoutNode.size;
+  let problems = false;
+  if (before !== null) { problems ||= before.nodeName === null && ix.podsWithoutNode.has(before.key); removePod(ix, before, touched); }
+  if (after !== null) { addPod(ix, after, touched); problems ||= after.nodeName === null && podCounts(after); }
+  const dirty = new Set<NodeName>();
+  const routes: Cidr[] = [];
+  const seen = new Set<Cidr>();
+  let conflictTouched = false;
+  for (const k of touched) {
+    if (seen.has(k)) continue;
+    seen.add(k);
+    const wasConflict = ix.conflicts.has(k);
+    if (refreshKey(ix, k, dirty)) routes.push(k);
+    // A conflict's claimants can change without its route changing (a third claimant).
+    if (wasConflict || ix.conflicts.has(k)) conflictTouched = true;
+  }
+  const peers: WgKey[] = [];
+  for (const name of dirty) {
+    const peer = buildPeer(ix, ix.nodes.get(name)!);
+    if (peer !== null) { ix.peers.set(peer.publicKey, peer); peers.push(peer.publicKey); }
+  }
+  problems ||= conflictTouched || conflictsBefore !== ix.conflicts.size || withoutNodeBefore !== ix.podsWithoutNode.size;
+  return { index: ix, routes, peers, problems };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The view
+
+function problemKey(p: Problem): string {
+  switch (p.kind) {
+    case 'no-key':
+    case 'no-endpoint':
+      return `${p.kind}\0${p.node}`;
+    case 'shared-key':
+      return `${p.kind}\0${p.key}`;
+    case 'ip-conflict':
+      return `${p.kind}\0${p.ip}`;
+    case 'pod-cidr-conflict':
+      return `${p.kind}\0${p.cidr}`;
+    case 'pod-without-node':
+      return `${p.kind}\0${p.pod}`;
+    case 'mtu-unknown':
+      return p.kind;
+  }
+}
+
+export function compareProblems(a: Problem, b: Problem): number {
+  const ka = problemKey(a), kb = problemKey(b);
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
+
+function describeClaim(c: Claim): string {
+  const o = claimOrigin(c);
+  return o.kind === 'pod' ? `pod ${o.pod} on node ${o.node}` : o.kind === 'node-ip' ? `node ${o.node} (node address)` : `node ${o.node} (pod CIDR)`;
+}
+
+function conflictProblem(k: Cidr, e: ClaimEntry): Problem {
+  const claims = Array.isArray(e) ? e : [e];
+  if (claims.some((c) => claimOrigin(c).kind === 'pod-cidr')) {
+    return { kind: 'pod-cidr-conflict', cidr: k, nodes: conflictNodes(e) ?? [] };
+  }
+  return { kind: 'ip-conflict', ip: k, claimants: [...new Set(claims.map(describeClaim))].sort() };
+}
+
+/** The problems of the index now, sorted. */
+export function indexProblems(ix: DesiredIndex): Problem[] {
+  const out: Problem[] = [...ix.staticProblems];
+  for (const k of ix.conflicts) out.push(conflictProblem(k, ix.claims.get(k)!));
+  for (const pod of ix.podsWithoutNode) out.push({ kind: 'pod-without-node', pod });
+  return out.sort(compareProblems);
+}
+
+/** The desired dataplane the index describes now. Its maps are the index's own (see the header). */
+export function desiredOf(ix: DesiredIndex): DesiredEnabled {
+  const s = ix.settings;
+  const fams = new Set<Family>(ix.selfFamilies);
+  if (ix.routeFamilies[0] > 0) fams.add(4);
+  if (ix.routeFamilies[1] > 0) fams.add(6);
+  const families = [...fams].sort();
+  const rules: Rule[] = families.map((family) => ({ family, priority: s.rulePriority, table: s.routingTable, fwmark: s.fwmark, mask: s.fwmark }));
+  const accept = `-p udp -m udp --dport ${s.listenPort} -j ACCEPT`;
+  const mark = `0x${s.fwmark.toString(16)}`;
+  const firewall: FirewallChain[] = [];
+  for (const family of families) {
+    firewall.push({ family, table: 'filter', name: 'WGPLANE-INPUT', hook: 'INPUT', rules: [accept] });
+    firewall.push({ family, table: 'filter', name: 'WGPLANE-OUTPUT', hook: 'OUTPUT', rules: [accept] });
+    if (family === 4 && ix.facts.hostEncryption) {
+      firewall.push({
+        family,
+        table: 'raw',
+        name: 'WGPLANE-PREROUTING',
+        hook: 'PREROUTING',
+        rules: ['-i lo -j RETURN', `-i ${s.interfaceName} -j RETURN`, `-i ${ix.facts.workloadInterfacePrefix}+ -j RETURN`, `-j MARK --set-xmark ${mark}/${mark}`],
+      });
+    }
+  }
+  const sysctls = new Map<string, string>();
+  if (ix.facts.hostEncryption) sysctls.set('net.ipv4.conf.all.src_valid_mark', '1');
+  return {
+    kind: 'enabled',
+    node: ix.node,
+    facts: { ...ix.facts, families },
+    device: ix.device,
+    peers: ix.peers,
+    table: s.routingTable,
+    routes: ix.routes,
+    rules,
+    firewall,
+    sysctls,
+    problems: indexProblems(ix),
+  };
+}
