@@ -1,0 +1,90 @@
+// Wiring shared by the CLI commands: reading input, the node name, host facts, errors and exit codes.
+import os from 'node:os';
+import * as E from 'fp-ts/lib/Either.js';
+import type { ClusterSnapshot, DesiredDataplane, HostFacts, NodeName, ObservedDataplane, Settings } from '../core/model.js';
+import { EMPTY_OBSERVED } from '../core/model.js';
+import { desired } from '../core/desired.js';
+import { detectAks } from '../core/aks.js';
+import { readSnapshot } from '../adapters/manifest.js';
+import { observe } from '../adapters/observer.js';
+import { observedFromJson } from '../adapters/observed-json.js';
+import { readFile } from 'node:fs/promises';
+
+export const DEFAULT_STATE_DIR = '/var/lib/wgplane';
+
+/** An error the CLI reports in one line (or a few) and exits with `exitCode`. */
+export class CliError extends Error {
+  override readonly name = 'CliError';
+  constructor(message: string, readonly exitCode = 1) {
+    super(message);
+  }
+}
+
+export function nodeNameFrom(opt: string | undefined): NodeName {
+  const n = opt ?? process.env.NODE_NAME ?? os.hostname();
+  if (!n) throw new CliError('no node name: pass --node NAME or set NODE_NAME');
+  return n as NodeName;
+}
+
+export async function loadSnapshot(path: string | undefined): Promise<ClusterSnapshot> {
+  if (!path) throw new CliError('--snapshot PATH is required (a file, a directory of manifests, or - for stdin)');
+  return readSnapshot(path);
+}
+
+/** The workload interface prefix the observer must leave out of the underlay (azv on AKS by default). */
+export function workloadPrefix(snapshot: ClusterSnapshot): string | null {
+  const p = snapshot.settings.workloadInterfacePrefix;
+  if (p !== 'auto') return p;
+  return detectAks(snapshot.nodes.values()) ? 'azv' : null;
+}
+
+export type ObservedMode = 'live' | 'empty' | { file: string };
+
+export function parseObservedMode(v: string | undefined): ObservedMode {
+  if (v === undefined || v === 'live') return 'live';
+  if (v === 'empty') return 'empty';
+  return { file: v };
+}
+
+export async function observeFor(mode: ObservedMode, settings: Settings, prefix: string | null): Promise<ObservedDataplane> {
+  if (mode === 'empty') return EMPTY_OBSERVED;
+  if (mode === 'live') {
+    return observe({ interfaceName: settings.interfaceName, table: settings.routingTable, workloadInterfacePrefix: prefix });
+  }
+  const text = await readFile(mode.file, 'utf8').catch((err: Error) => {
+    throw new CliError(`--observed ${mode.file}: ${err.message}`);
+  });
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new CliError(`--observed ${mode.file}: not JSON: ${(err as Error).message}`);
+  }
+  return observedFromJson(json, mode.file);
+}
+
+export function desiredOrFail(snapshot: ClusterSnapshot, node: NodeName, host: HostFacts): DesiredDataplane {
+  const d = desired(snapshot, node, host);
+  if (E.isLeft(d)) throw new CliError(d.left.message);
+  return d.right;
+}
+
+export function describeDesired(d: DesiredDataplane, backend: string | null): string {
+  if (d.kind === 'disabled') {
+    return `wgplane plan for node ${d.node}: WireGuard is disabled here (${d.why === 'setting' ? 'setting enabled=false' : 'node label wgplane.io/wireguard=disabled'}); wgplane's state is removed`;
+  }
+  const f = d.facts;
+  const parts = [
+    f.routeSource === 'workloadIPs' ? 'workload IPs (/32 per pod)' : 'pod CIDRs',
+    `host encryption ${f.hostEncryption ? 'on' : 'off'}`,
+    f.aks ? 'AKS' : null,
+    `IPv${f.families.join('+IPv')}`,
+  ].filter(Boolean);
+  const lines = [
+    `wgplane plan for node ${d.node}: ${parts.join(', ')}`,
+    `device ${d.device.name}: mtu ${d.device.mtu} (${d.device.mtuReason}), port ${d.device.listenPort}, fwmark 0x${d.device.fwmark.toString(16)}, table ${d.table}` +
+      (backend ? `, backend ${backend === 'userspace' ? 'userspace (wireguard-go)' : 'kernel'}` : ''),
+    `${d.peers.size} peers, ${d.routes.size} routes in table ${d.table}`,
+  ];
+  return lines.join('\n');
+}
