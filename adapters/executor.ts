@@ -196,6 +196,13 @@ function stepSize(s: Step): number {
 
 type StepOutcome = { readonly ok: true } | { readonly ok: false; readonly done: number; readonly message: string };
 
+/** Runs `cmd args` with `input` on a real pipe: Node gives children a socket for stdin, and opening
+ *  /dev/stdin on a socket fails (ENXIO), so `wg ... /dev/stdin` needs `cat |` in front. The input never
+ *  reaches argv or a file. */
+function runPiped(run: Runner, cmd: string, args: readonly string[], input: string): Promise<RunResult> {
+  return run('sh', ['-c', 'cat | "$@"', 'sh', cmd, ...args], { input });
+}
+
 const msgOf = (r: RunResult) => (r.stderr.trim() || r.stdout.trim() || `exit code ${r.exitCode}`);
 
 async function runIp(run: Runner, step: Extract<Step, { kind: 'ip' }>): Promise<StepOutcome> {
@@ -230,14 +237,14 @@ async function runLinkCreate(run: Runner, backend: Backend, op: Extract<Step, { 
 async function runDeviceConfigure(run: Runner, env: ExecEnv, op: Extract<Step, { kind: 'device-configure' }>['op']): Promise<StepOutcome> {
   const key = (await env.privateKey()).trim();
   const args = ['set', op.device, 'private-key', '/dev/stdin', 'listen-port', String(op.listenPort), 'fwmark', op.fwmark === 0 ? 'off' : hex(op.fwmark)];
-  const r = await run('wg', args, { input: key + '\n' });
+  const r = await runPiped(run, 'wg', args, key + '\n');
   if (r.exitCode === 0) return { ok: true };
   return { ok: false, done: 0, message: key === '' ? msgOf(r) : msgOf(r).split(key).join('(private key)') };
 }
 
 async function runPeerConf(run: Runner, step: Extract<Step, { kind: 'peer-conf' }>): Promise<StepOutcome> {
   const text = step.ops.map(peerConf).join('');
-  const r = await run('wg', ['addconf', step.device, '/dev/stdin'], { input: text });
+  const r = await runPiped(run, 'wg', ['addconf', step.device, '/dev/stdin'], text);
   if (r.exitCode !== 0) {
     const message = step.ops.length > 1 ? `${msgOf(r)} (one of ${step.ops.length} peer operations given to wg addconf at once)` : msgOf(r);
     return { ok: false, done: 0, message };

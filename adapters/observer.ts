@@ -275,18 +275,20 @@ export function parseIptablesSave(text: string, family: Family): (FirewallChain 
 
 // ---------------------------------------------------------------------------------------------------
 
+const cmpStr = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
 export async function observe(opts: ObserveOptions): Promise<ObservedDataplane> {
   const run = opts.run ?? defaultRunner;
   const name = opts.interfaceName;
   const table = String(opts.table);
   const sysctlRoot = opts.sysctlRoot ?? '/proc/sys';
-  const noV6Table = (stderr: string) => /FIB table does not exist/.test(stderr);
+  const noTable = (stderr: string) => /FIB table does not exist/.test(stderr);
   const missingTool = async (cmd: string) => (await run('sh', ['-c', `command -v ${cmd}`])).exitCode !== 0;
 
   const [linksText, r4, r6, ru4, ru6, ipt4, ipt6, sysctlText] = await Promise.all([
     runOrThrow(run, 'ip', ['-json', '-d', 'addr', 'show']),
-    runOrThrow(run, 'ip', ['-json', '-4', 'route', 'show', 'table', table]),
-    runOrThrow(run, 'ip', ['-json', '-6', 'route', 'show', 'table', table], noV6Table),
+    runOrThrow(run, 'ip', ['-json', '-4', 'route', 'show', 'table', table], noTable),
+    runOrThrow(run, 'ip', ['-json', '-6', 'route', 'show', 'table', table], noTable),
     runOrThrow(run, 'ip', ['-json', '-4', 'rule', 'show']),
     runOrThrow(run, 'ip', ['-json', '-6', 'rule', 'show']),
     runOrThrow(run, 'iptables-save', []),
@@ -333,7 +335,9 @@ export async function observe(opts: ObserveOptions): Promise<ObservedDataplane> 
   parseRoutes(parseJsonArray(r4, `ip -4 route show table ${table}`), 4, routes);
   parseRoutes(parseJsonArray(r6, `ip -6 route show table ${table}`), 6, routes);
   const rules = [...parseRules(parseJsonArray(ru4, 'ip -4 rule show'), 4), ...parseRules(parseJsonArray(ru6, 'ip -6 rule show'), 6)];
-  const firewall = [...parseIptablesSave(ipt4 ?? '', 4), ...parseIptablesSave(ipt6 ?? '', 6)];
+  const firewall = [...parseIptablesSave(ipt4 ?? '', 4), ...parseIptablesSave(ipt6 ?? '', 6)].sort(
+    (a, b) => a.family - b.family || cmpStr(a.table, b.table) || cmpStr(a.name, b.name),
+  );
 
   const values = (sysctlText ?? '').split('\n');
   const sysctls = new Map<string, string>();
