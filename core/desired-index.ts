@@ -60,8 +60,8 @@ export interface NodeState {
   /** IPv4 pod CIDRs as [network, mask] pairs (pod-CIDR mode only). */
   readonly v4Blocks: readonly number[];
   readonly v6Blocks: readonly Cidr[];
-  /** Destinations routed into this node's peer (peers only; mutated by the index). */
-  readonly allowed: Set<Cidr> | null;
+  /** Destinations routed into this node's peer, unsorted (peers only; mutated by the index). */
+  readonly allowed: Cidr[] | null;
 }
 
 export interface DesiredIndex {
@@ -71,7 +71,8 @@ export interface DesiredIndex {
   readonly facts: Omit<DesiredFacts, 'families'>;
   readonly device: DesiredDevice;
   readonly nodes: ReadonlyMap<NodeName, NodeState>;
-  readonly claims: Map<Cidr, ClaimEntry>;
+  /** Claims not readable off the route (several claims, covered pod IPs); see "Claims and routes". */
+  readonly extra: Map<Cidr, ClaimEntry>;
   readonly routes: Map<Cidr, DesiredRoute>;
   readonly peers: Map<WgKey, DesiredPeer>;
   /** Destinations claimed by more than one node. */
@@ -132,6 +133,12 @@ function v6SortKey(c: string): string {
   return key + c.slice(slash + 1).padStart(3, '0');
 }
 
+function prefixLen(c: string, slash: number): number {
+  let n = 0;
+  for (let i = slash + 1; i < c.length; i++) n = n * 10 + (c.charCodeAt(i) - 48);
+  return n;
+}
+
 /** Sorts CIDRs in compareCidr order with one parse per element (numeric keys for IPv4). */
 export function sortCidrs(cidrs: Iterable<Cidr>): Cidr[] {
   const v4: Cidr[] = [];
@@ -139,16 +146,25 @@ export function sortCidrs(cidrs: Iterable<Cidr>): Cidr[] {
   for (const c of cidrs) (c.includes(':') ? v6 : v4).push(c);
   const out: Cidr[] = [];
   if (v4.length > 0) {
-    const keys = new Float64Array(v4.length);
-    const idx = new Array<number>(v4.length);
-    for (let i = 0; i < v4.length; i++) {
-      const c = v4[i]!;
-      const slash = c.indexOf('/');
-      keys[i] = v4Num(c, slash) * 64 + Number(c.slice(slash + 1));
-      idx[i] = i;
+    // One typed-array sort of (address * 64 + prefix length) * 2^15 + index: exact in a double.
+    const n = v4.length;
+    if (n <= 32768) {
+      const keys = new Float64Array(n);
+      for (let i = 0; i < n; i++) {
+        const c = v4[i]!;
+        const slash = c.indexOf('/');
+        keys[i] = (v4Num(c, slash) * 64 + prefixLen(c, slash)) * 32768 + i;
+      }
+      keys.sort();
+      for (let i = 0; i < n; i++) out.push(v4[keys[i]! % 32768]!);
+    } else {
+      const keyed = v4.map((c) => {
+        const slash = c.indexOf('/');
+        return [v4Num(c, slash) * 64 + Number(c.slice(slash + 1)), c] as const;
+      });
+      keyed.sort((x, y) => x[0] - y[0]);
+      for (const [, c] of keyed) out.push(c);
     }
-    idx.sort((a, b) => keys[a]! - keys[b]!);
-    for (const i of idx) out.push(v4[i]!);
   }
   if (v6.length > 0) {
     const keyed = v6.map((c) => [v6SortKey(c), c] as const);
@@ -189,14 +205,10 @@ export function pickEndpointIP(remote: NodeInfo, family: Family | null): IP | nu
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Claims
-
-function addClaim(claims: Map<Cidr, ClaimEntry>, k: Cidr, c: Claim): void {
-  const e = claims.get(k);
-  if (e === undefined) claims.set(k, c);
-  else if (Array.isArray(e)) { if (!e.includes(c)) e.push(c); }
-  else if (e !== c) claims.set(k, [e, c]);
-}
+// Claims and routes. The claims on a destination are kept where they cost least: a single claim that
+// makes a route is that route's origin (no second map entry for the common case); anything else
+// (several claims, a covered pod IP) sits in `extra`. Invariant: extra.has(k), or the claims of k are
+// exactly [routes.get(k).origin], or k has no claim.
 
 function claimOrigin(c: Claim): ClaimOrigin {
   return c.kind === 'covered' ? c.origin : c;
@@ -207,57 +219,17 @@ function isPodClaimOf(c: Claim, pod: PodKey): boolean {
   return o.kind === 'pod' && o.pod === pod;
 }
 
-function removePodClaim(claims: Map<Cidr, ClaimEntry>, k: Cidr, pod: PodKey): void {
-  const e = claims.get(k);
-  if (e === undefined) return;
-  if (!Array.isArray(e)) { if (isPodClaimOf(e, pod)) claims.delete(k); return; }
-  const i = e.findIndex((c) => isPodClaimOf(c, pod));
-  if (i < 0) return;
-  e.splice(i, 1);
-  if (e.length === 1) claims.set(k, e[0]!);
-  else if (e.length === 0) claims.delete(k);
+function entryOf(ix: DesiredIndex, k: Cidr, old: DesiredRoute | undefined): ClaimEntry | undefined {
+  const x = ix.extra.size === 0 ? undefined : ix.extra.get(k);
+  if (x !== undefined) return x;
+  return old === undefined ? undefined : (old.origin as ClaimOrigin);
 }
 
-function inBlocks(st: NodeState, ip: IP): boolean {
-  if (ip.includes(':')) {
-    for (const b of st.v6Blocks) if (cidrContains(b, ip)) return true;
-    return false;
-  }
-  const b = st.v4Blocks;
-  if (b.length === 0) return false;
-  const n = v4Num(ip, ip.length);
-  for (let i = 0; i < b.length; i += 2) if (((n & b[i + 1]!) >>> 0) === b[i]) return true;
-  return false;
+/** The claims on k (for problems and tests). */
+export function claimsOf(ix: DesiredIndex, k: Cidr): readonly Claim[] {
+  const e = entryOf(ix, k, ix.routes.get(k));
+  return e === undefined ? [] : Array.isArray(e) ? e : [e];
 }
-
-function addPod(ix: DesiredIndex, p: PodInfo, touched: Cidr[] | null): void {
-  if (!podCounts(p)) return;
-  if (p.nodeName === null) { ix.podsWithoutNode.add(p.key); return; }
-  const st = ix.nodes.get(p.nodeName);
-  if (st === undefined) return; // a node not (yet) in the snapshot: a node event rebuilds the index
-  const origin: ClaimOrigin = { kind: 'pod', pod: p.key, node: p.nodeName };
-  const podCidrMode = ix.facts.routeSource === 'podCIDR';
-  let covered: CoveredClaim | null = null;
-  for (const ip of p.ips) {
-    const k = hostCidr(ip);
-    const claim: Claim = podCidrMode && inBlocks(st, ip) ? (covered ??= { kind: 'covered', origin }) : origin;
-    addClaim(ix.claims, k, claim);
-    if (touched !== null) touched.push(k);
-  }
-}
-
-function removePod(ix: DesiredIndex, p: PodInfo, touched: Cidr[]): void {
-  if (!podCounts(p)) return;
-  if (p.nodeName === null) { ix.podsWithoutNode.delete(p.key); return; }
-  for (const ip of p.ips) {
-    const k = hostCidr(ip);
-    removePodClaim(ix.claims, k, p.key);
-    touched.push(k);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Routes from claims
 
 const RANK: Record<ClaimOrigin['kind'], number> = { 'pod-cidr': 0, 'node-ip': 1, pod: 2 };
 
@@ -280,16 +252,8 @@ function conflictNodes(e: ClaimEntry): NodeName[] | null {
   return nodes === null ? null : nodes.sort();
 }
 
-function routeFor(ix: DesiredIndex, k: Cidr, e: ClaimEntry): DesiredRoute | undefined {
-  let origin: ClaimOrigin | null = null;
-  if (!Array.isArray(e)) origin = e.kind === 'covered' ? null : e;
-  else {
-    const nodes = conflictNodes(e);
-    if (nodes !== null) return { route: { kind: 'throw', dest: k }, origin: { kind: 'conflict', ip: k, nodes }, cause: 'conflict' };
-    for (const c of e) if (c.kind !== 'covered' && (origin === null || betterOrigin(c, origin))) origin = c;
-  }
-  if (origin === null) return undefined;
-  const status = ix.nodes.get(origin.node)!.status;
+function routeOf(ix: DesiredIndex, k: Cidr, origin: ClaimOrigin, st: NodeState): DesiredRoute {
+  const status = st.status;
   switch (status.kind) {
     case 'peer':
       return { route: { kind: 'device', dest: k, device: ix.settings.interfaceName }, origin };
@@ -300,6 +264,17 @@ function routeFor(ix: DesiredIndex, k: Cidr, e: ClaimEntry): DesiredRoute | unde
   }
 }
 
+function routeFor(ix: DesiredIndex, k: Cidr, e: ClaimEntry): DesiredRoute | undefined {
+  let origin: ClaimOrigin | null = null;
+  if (!Array.isArray(e)) origin = e.kind === 'covered' ? null : e;
+  else {
+    const nodes = conflictNodes(e);
+    if (nodes !== null) return { route: { kind: 'throw', dest: k }, origin: { kind: 'conflict', ip: k, nodes }, cause: 'conflict' };
+    for (const c of e) if (c.kind !== 'covered' && (origin === null || betterOrigin(c, origin))) origin = c;
+  }
+  return origin === null ? undefined : routeOf(ix, k, origin, ix.nodes.get(origin.node)!);
+}
+
 function sameOrigin(a: Origin, b: Origin): boolean {
   if (a === b) return true;
   if (a.kind !== b.kind) return false;
@@ -308,25 +283,30 @@ function sameOrigin(a: Origin, b: Origin): boolean {
   return 'node' in a && 'node' in b && a.node === b.node;
 }
 
-function sameRoute(a: DesiredRoute | undefined, b: DesiredRoute | undefined): boolean {
+/** Same route, cause and origin (by content). */
+export function sameRoute(a: DesiredRoute | undefined, b: DesiredRoute | undefined): boolean {
   if (a === undefined || b === undefined) return a === b;
-  return a.route.kind === b.route.kind && a.cause === b.cause && sameOrigin(a.origin, b.origin);
+  return a.route.kind === b.route.kind && a.route.dest === b.route.dest && a.cause === b.cause && sameOrigin(a.origin, b.origin);
 }
 
 function ownerOfDevice(r: DesiredRoute): NodeName | null {
   return r.route.kind === 'device' && r.origin.kind !== 'conflict' && 'node' in r.origin ? r.origin.node : null;
 }
 
-/** Recomputes the route of destination k; records the change and the peers whose allowed IPs moved. */
-function refreshKey(ix: DesiredIndex, k: Cidr, dirty: Set<NodeName> | null): boolean {
-  const old = ix.routes.get(k);
-  const e = ix.claims.get(k);
-  const next = e === undefined ? undefined : routeFor(ix, k, e);
-  if (sameRoute(old, next)) return false;
+function removeAllowed(a: Cidr[], k: Cidr): void {
+  const i = a.indexOf(k);
+  if (i < 0) return;
+  a[i] = a[a.length - 1]!;
+  a.pop();
+}
+
+/** Moves the route of k from `old` to `next`, keeping allowed IPs, conflicts and family counts in step. */
+function applyRoute(ix: DesiredIndex, k: Cidr, old: DesiredRoute | undefined, next: DesiredRoute | undefined, st: NodeState | null, dirty: Set<NodeName> | null): void {
+  if (sameRoute(old, next)) return;
   const fam = k.includes(':') ? 1 : 0;
   if (old !== undefined) {
     const owner = ownerOfDevice(old);
-    if (owner !== null) { ix.nodes.get(owner)!.allowed!.delete(k); dirty?.add(owner); }
+    if (owner !== null) { removeAllowed(ix.nodes.get(owner)!.allowed!, k); dirty?.add(owner); }
     if (old.origin.kind === 'conflict') ix.conflicts.delete(k);
     ix.routeFamilies[fam]--;
   }
@@ -334,11 +314,84 @@ function refreshKey(ix: DesiredIndex, k: Cidr, dirty: Set<NodeName> | null): boo
   else {
     ix.routes.set(k, next);
     const owner = ownerOfDevice(next);
-    if (owner !== null) { ix.nodes.get(owner)!.allowed!.add(k); dirty?.add(owner); }
+    if (owner !== null) {
+      (st !== null && st.info.name === owner ? st : ix.nodes.get(owner)!).allowed!.push(k);
+      dirty?.add(owner);
+    }
     if (next.origin.kind === 'conflict') ix.conflicts.add(k);
     ix.routeFamilies[fam]++;
   }
-  return true;
+}
+
+/** Stores the claims of k and moves its route to match. */
+function store(ix: DesiredIndex, k: Cidr, old: DesiredRoute | undefined, e: ClaimEntry | undefined, dirty: Set<NodeName> | null): void {
+  if (e === undefined || (!Array.isArray(e) && e.kind !== 'covered')) { if (ix.extra.size > 0) ix.extra.delete(k); }
+  else ix.extra.set(k, e);
+  applyRoute(ix, k, old, e === undefined ? undefined : routeFor(ix, k, e), null, dirty);
+}
+
+/** Adds claim c (of node st) on k. */
+function claimKey(ix: DesiredIndex, k: Cidr, c: Claim, st: NodeState, dirty: Set<NodeName> | null): void {
+  const old = ix.routes.get(k);
+  const e = entryOf(ix, k, old);
+  if (e === undefined) {
+    // The common case: the first claim on k.
+    if (c.kind === 'covered') ix.extra.set(k, c);
+    else applyRoute(ix, k, undefined, routeOf(ix, k, c, st), st, dirty);
+    return;
+  }
+  if (Array.isArray(e)) {
+    if (e.includes(c)) return;
+    e.push(c);
+    store(ix, k, old, e, dirty);
+  } else if (e !== c) store(ix, k, old, [e, c], dirty);
+}
+
+/** Removes pod's claim on k. */
+function unclaimKey(ix: DesiredIndex, k: Cidr, pod: PodKey, dirty: Set<NodeName> | null): void {
+  const old = ix.routes.get(k);
+  const e = entryOf(ix, k, old);
+  if (e === undefined) return;
+  if (!Array.isArray(e)) {
+    if (isPodClaimOf(e, pod)) store(ix, k, old, undefined, dirty);
+    return;
+  }
+  const i = e.findIndex((c) => isPodClaimOf(c, pod));
+  if (i < 0) return;
+  e.splice(i, 1);
+  store(ix, k, old, e.length === 0 ? undefined : e.length === 1 ? e[0]! : e, dirty);
+}
+
+function inBlocks(st: NodeState, ip: IP): boolean {
+  if (ip.includes(':')) {
+    for (const b of st.v6Blocks) if (cidrContains(b, ip)) return true;
+    return false;
+  }
+  const b = st.v4Blocks;
+  if (b.length === 0) return false;
+  const n = v4Num(ip, ip.length);
+  for (let i = 0; i < b.length; i += 2) if (((n & b[i + 1]!) >>> 0) === b[i]) return true;
+  return false;
+}
+
+function addPod(ix: DesiredIndex, p: PodInfo, dirty: Set<NodeName> | null): void {
+  if (!podCounts(p)) return;
+  if (p.nodeName === null) { ix.podsWithoutNode.add(p.key); return; }
+  const st = ix.nodes.get(p.nodeName);
+  if (st === undefined) return; // a node not (yet) in the snapshot: a node event rebuilds the index
+  const origin: ClaimOrigin = { kind: 'pod', pod: p.key, node: p.nodeName };
+  const podCidrMode = ix.facts.routeSource === 'podCIDR';
+  let covered: CoveredClaim | null = null;
+  for (const ip of p.ips) {
+    const claim: Claim = podCidrMode && inBlocks(st, ip) ? (covered ??= { kind: 'covered', origin }) : origin;
+    claimKey(ix, hostCidr(ip), claim, st, dirty);
+  }
+}
+
+function removePod(ix: DesiredIndex, p: PodInfo, dirty: Set<NodeName> | null): void {
+  if (!podCounts(p)) return;
+  if (p.nodeName === null) { ix.podsWithoutNode.delete(p.key); return; }
+  for (const ip of p.ips) unclaimKey(ix, hostCidr(ip), p.key, dirty);
 }
 
 function buildPeer(ix: DesiredIndex, st: NodeState): DesiredPeer | null {
@@ -441,7 +494,7 @@ export function buildDesiredIndex(
       }
     }
     const blocks = routeSource === 'podCIDR' ? blocksOf(n.podCIDRs) : { v4: [], v6: [] };
-    nodes.set(n.name, { info: n, status, v4Blocks: blocks.v4, v6Blocks: blocks.v6, allowed: status.kind === 'peer' ? new Set() : null });
+    nodes.set(n.name, { info: n, status, v4Blocks: blocks.v4, v6Blocks: blocks.v6, allowed: status.kind === 'peer' ? [] : null });
   }
 
   const mtu = chooseMtu({ setting: s.mtu, underlayMtu: host.underlayMtu, ipv6Endpoint, aks, hostEncryption });
@@ -471,7 +524,7 @@ export function buildDesiredIndex(
     facts: { aks, routeSource, hostEncryption, workloadInterfacePrefix: prefix },
     device,
     nodes,
-    claims: new Map(),
+    extra: new Map(),
     routes: new Map(),
     peers: new Map(),
     conflicts: new Set(),
@@ -486,15 +539,14 @@ export function buildDesiredIndex(
     const n = st.info;
     if (routeSource === 'podCIDR') {
       const o: ClaimOrigin = { kind: 'pod-cidr', node: n.name };
-      for (const c of n.podCIDRs) addClaim(ix.claims, c, o);
+      for (const c of n.podCIDRs) claimKey(ix, c, o, st, null);
     }
     if (hostEncryption) {
       const o: ClaimOrigin = { kind: 'node-ip', node: n.name };
-      for (const a of n.addresses) addClaim(ix.claims, hostCidr(a.address), o);
+      for (const a of n.addresses) claimKey(ix, hostCidr(a.address), o, st, null);
     }
   }
   for (const p of snapshot.pods.values()) addPod(ix, p, null);
-  for (const k of ix.claims.keys()) refreshKey(ix, k, null);
   for (const st of nodes.values()) {
     const peer = buildPeer(ix, st);
     if (peer !== null) ix.peers.set(peer.publicKey, peer);
@@ -503,33 +555,46 @@ export function buildDesiredIndex(
 }
 
 /** Applies one pod event (add: before null; delete: after null; update: both) to the index, in place.
- *  `before` must be the pod as last applied. Returns the changed route and peer keys. */
+ *  `before` must be the pod as last applied. Returns the keys of the routes whose value changed (set or
+ *  removed) and of the peers rebuilt with other allowed IPs; `problems` says the problems may have changed. */
 export function applyPodChange(ix: DesiredIndex, before: PodInfo | null, after: PodInfo | null): PodChange {
-  const touched: Cidr[] = [];
-  const conflictsBefore = ix.conflicts.size;
-  const withoutNodeBefore = ix.podsWithoutNode.size;
-  let problems = false;
-  if (before !== null) { problems ||= before.nodeName === null && ix.podsWithoutNode.has(before.key); removePod(ix, before, touched); }
-  if (after !== null) { addPod(ix, after, touched); problems ||= after.nodeName === null && podCounts(after); }
-  const dirty = new Set<NodeName>();
-  const routes: Cidr[] = [];
-  const seen = new Set<Cidr>();
+  const olds = new Map<Cidr, DesiredRoute | undefined>();
   let conflictTouched = false;
-  for (const k of touched) {
-    if (seen.has(k)) continue;
-    seen.add(k);
-    const wasConflict = ix.conflicts.has(k);
-    if (refreshKey(ix, k, dirty)) routes.push(k);
-    // A conflict's claimants can change without its route changing (a third claimant).
-    if (wasConflict || ix.conflicts.has(k)) conflictTouched = true;
+  for (const p of [before, after]) {
+    if (p === null || !podCounts(p) || p.nodeName === null) continue;
+    for (const ip of p.ips) {
+      const k = hostCidr(ip);
+      if (!olds.has(k)) olds.set(k, ix.routes.get(k));
+      if (ix.conflicts.has(k)) conflictTouched = true;
+    }
+  }
+  const withoutNode = ix.podsWithoutNode.size;
+  const dirty = new Set<NodeName>();
+  if (before !== null) removePod(ix, before, dirty);
+  if (after !== null) addPod(ix, after, dirty);
+  const routes: Cidr[] = [];
+  for (const [k, old] of olds) {
+    if (!sameRoute(old, ix.routes.get(k))) routes.push(k);
+    if (ix.conflicts.has(k)) conflictTouched = true;
   }
   const peers: WgKey[] = [];
   for (const name of dirty) {
     const peer = buildPeer(ix, ix.nodes.get(name)!);
-    if (peer !== null) { ix.peers.set(peer.publicKey, peer); peers.push(peer.publicKey); }
+    if (peer === null) continue;
+    const prev = ix.peers.get(peer.publicKey);
+    if (prev !== undefined && sameCidrs(prev.allowedIPs, peer.allowedIPs)) continue;
+    ix.peers.set(peer.publicKey, peer);
+    peers.push(peer.publicKey);
   }
-  problems ||= conflictTouched || conflictsBefore !== ix.conflicts.size || withoutNodeBefore !== ix.podsWithoutNode.size;
+  const problems = conflictTouched || withoutNode !== ix.podsWithoutNode.size ||
+    (before !== null && after !== null && before.nodeName === null && after.nodeName === null && podCounts(before) !== podCounts(after));
   return { index: ix, routes, peers, problems };
+}
+
+function sameCidrs(a: readonly Cidr[], b: readonly Cidr[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -563,10 +628,9 @@ function describeClaim(c: Claim): string {
   return o.kind === 'pod' ? `pod ${o.pod} on node ${o.node}` : o.kind === 'node-ip' ? `node ${o.node} (node address)` : `node ${o.node} (pod CIDR)`;
 }
 
-function conflictProblem(k: Cidr, e: ClaimEntry): Problem {
-  const claims = Array.isArray(e) ? e : [e];
+function conflictProblem(k: Cidr, claims: readonly Claim[]): Problem {
   if (claims.some((c) => claimOrigin(c).kind === 'pod-cidr')) {
-    return { kind: 'pod-cidr-conflict', cidr: k, nodes: conflictNodes(e) ?? [] };
+    return { kind: 'pod-cidr-conflict', cidr: k, nodes: [...new Set(claims.map((c) => claimOrigin(c).node))].sort() };
   }
   return { kind: 'ip-conflict', ip: k, claimants: [...new Set(claims.map(describeClaim))].sort() };
 }
@@ -574,7 +638,7 @@ function conflictProblem(k: Cidr, e: ClaimEntry): Problem {
 /** The problems of the index now, sorted. */
 export function indexProblems(ix: DesiredIndex): Problem[] {
   const out: Problem[] = [...ix.staticProblems];
-  for (const k of ix.conflicts) out.push(conflictProblem(k, ix.claims.get(k)!));
+  for (const k of ix.conflicts) out.push(conflictProblem(k, claimsOf(ix, k)));
   for (const pod of ix.podsWithoutNode) out.push({ kind: 'pod-without-node', pod });
   return out.sort(compareProblems);
 }
