@@ -23,6 +23,7 @@ import type {
   DesiredDataplane,
   DesiredDisabled,
   DesiredEnabled,
+  DesiredRoute,
   FirewallChain,
   ObservedDataplane,
   ObservedDevice,
@@ -48,8 +49,10 @@ export function plan(desired: DesiredDataplane, observed: ObservedDataplane): Pl
   if (observed.conflicts.length > 0) return blocked(desired, observed);
   if (desired.kind === 'disabled') return tearDown(desired, observed);
   const ctx = new Ctx(desired, observed, false);
-  for (const dest of desired.routes.keys()) ctx.route(dest);
-  for (const dest of observed.routes.keys()) if (!desired.routes.has(dest)) ctx.route(dest);
+  let matched = 0;
+  for (const [dest, want] of desired.routes) if (ctx.routeTo(dest, want)) matched++;
+  // observed routes that are not desired (skipped when every observed route matched a desired one)
+  if (matched < observed.routes.size) for (const dest of observed.routes.keys()) if (!desired.routes.has(dest)) ctx.routeTo(dest, undefined);
   for (const key of desired.peers.keys()) ctx.peer(key);
   for (const key of ctx.obsPeers.keys()) if (!desired.peers.has(key)) ctx.peer(key);
   return ctx.finish();
@@ -188,12 +191,16 @@ class Ctx {
   }
 
   route(dest: Cidr): void {
-    const want = this.desired.routes.get(dest);
-    const have = this.observedRoute(dest);
+    this.routeTo(dest, this.desired.routes.get(dest));
+  }
+
+  /** Diffs one destination; returns whether the observed table has it. */
+  routeTo(dest: Cidr, want: DesiredRoute | undefined): boolean {
+    const have = this.gone.size === 0 ? this.observed.routes.get(dest) : this.observedRoute(dest);
     const table = this.table;
     if (want === undefined) {
       if (have !== undefined) this.retreat.push({ kind: 'route-delete', table, route: have, origin: NOT_DESIRED });
-      return;
+      return have !== undefined;
     }
     const into = want.route.kind === 'device' ? this.advance : this.retreat;
     if (have === undefined) {
@@ -205,6 +212,7 @@ class Ctx {
         ? { kind: 'route-replace', table, route: want.route, from: have, origin: want.origin }
         : { kind: 'route-replace', table, route: want.route, from: have, origin: want.origin, cause: want.cause });
     }
+    return have !== undefined;
   }
 
   /** Which desired peer holds an allowed IP (over the scope when scoped). Built on first need. */
