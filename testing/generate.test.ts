@@ -2,11 +2,15 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as E from 'fp-ts/lib/Either.js';
 import { parse as yamlParse } from 'yaml';
-import { AKS_SUBNET, PODCIDR_CLUSTER_CIDR, addPod, formatV6Groups, generateCluster, generateKey, movePodIP, nodeNames, removePod, setNodeKey, toListJson, toListYaml, type GenerateOptions } from './generate.js';
+import { AKS_SUBNET, PODCIDR_CLUSTER_CIDR, addPod, formatV6Groups, generateCluster, generateKey, movePodIP, nodeNames, programmedObserved, removePod, setNodeKey, toListJson, toListYaml, type GenerateOptions } from './generate.js';
+import { decodeObjects } from '../core/decode.js';
+import { desired } from '../core/desired.js';
+import { plan } from '../planner/plan.js';
+import { STORED_KEY_PLACEHOLDER, applyPlan } from '../planner/kernel-model.js';
 import { cidrContains, parseCidr, parseIP, type IP } from '../core/ip.js';
 import { parseKey } from '../core/key.js';
 import { DEFAULT_SETTINGS, decodeSettings } from '../core/settings.js';
-import type { PodKey } from '../core/model.js';
+import { EMPTY_OBSERVED, type ObservedDataplane, type PodKey } from '../core/model.js';
 
 const canonicalIP = (s: string): boolean => {
   const r = parseIP(s);
@@ -228,4 +232,49 @@ describe('cluster mutations', () => {
     const keys: PodKey[] = [...base.snapshot.pods.keys()];
     for (const k of keys) assert.match(k, /^[a-z0-9-]+\/[a-z0-9-]+$/);
   });
+});
+
+describe('generated objects decode to the generated snapshot', () => {
+  const shapes: readonly GenerateOptions[] = [
+    { nodes: 6, podsPerNode: 4, flavor: 'aks', seed: 3 },
+    { nodes: 6, podsPerNode: 4, flavor: 'aks', dualStack: true, keys: 0.5, hostNetworkPodsPerNode: 1, seed: 4 },
+    { nodes: 5, podsPerNode: 7, flavor: 'podcidr', dualStack: true, settings: { fwmark: 0x200000, resyncInterval: 120, routeSource: 'podCIDR' } },
+  ];
+  for (const o of shapes) {
+    it(JSON.stringify(o), () => {
+      const { snapshot, objects } = generateCluster(o);
+      assert.deepEqual(decodeObjects([{ source: 'gen.json', value: JSON.parse(toListJson(objects)) }]), E.right(snapshot));
+      assert.deepEqual(decodeObjects([{ source: 'gen.yaml', value: yamlParse(toListYaml(objects)) }]), E.right(snapshot));
+    });
+  }
+});
+
+describe('programmedObserved', () => {
+  const norm = (o: ObservedDataplane) => ({
+    ...o,
+    rules: [...o.rules].sort((a, b) => a.family - b.family || a.priority - b.priority),
+    firewall: [...o.firewall].sort((a, b) => `${a.family}/${a.table}/${a.name}`.localeCompare(`${b.family}/${b.table}/${b.name}`)),
+  });
+  const shapes: readonly GenerateOptions[] = [
+    { nodes: 30, podsPerNode: 6, flavor: 'aks', seed: 11 },
+    { nodes: 12, podsPerNode: 5, flavor: 'aks', dualStack: true, keys: 0.75, hostNetworkPodsPerNode: 1, seed: 12 },
+    { nodes: 20, podsPerNode: 9, flavor: 'podcidr', dualStack: true, seed: 13 },
+  ];
+  for (const o of shapes) {
+    it(`equals the kernel model after the plan from empty, and plans nothing: ${JSON.stringify(o)}`, () => {
+      const { snapshot } = generateCluster(o);
+      const n = [...snapshot.nodes.values()][1]!; // node 1 has a key in every shape above
+      for (const host of [{ underlayMtu: 1500, publicKey: n.publicKey }, { underlayMtu: 1500, publicKey: null }]) {
+        const d = desired(snapshot, n.name, host);
+        assert.ok(E.isRight(d) && d.right.kind === 'enabled');
+        const first = plan(d.right, EMPTY_OBSERVED);
+        assert.ok(first.ops.length > 0);
+        const model = applyPlan(EMPTY_OBSERVED, first.ops);
+        assert.ok(E.isRight(model), E.isLeft(model) ? model.left.message : '');
+        const built = programmedObserved(d.right, STORED_KEY_PLACEHOLDER);
+        assert.deepEqual(norm(built), norm(model.right));
+        assert.deepEqual(plan(d.right, built).ops, []);
+      }
+    });
+  }
 });

@@ -8,6 +8,10 @@ import type { WgKey } from '../core/key.js';
 import {
   OWNERSHIP,
   type ClusterSnapshot,
+  type DesiredEnabled,
+  type ObservedDataplane,
+  type ObservedPeer,
+  type Route,
   type NodeAddress,
   type NodeInfo,
   type NodeName,
@@ -460,4 +464,40 @@ export function setNodeKey(c: GeneratedCluster, node: NodeName, key: WgKey | nul
 /** The node names in generation order. */
 export function nodeNames(c: GeneratedCluster): NodeName[] {
   return [...c.snapshot.nodes.keys()];
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A fully programmed node
+
+/** The observed state of a node that holds exactly `d` (what the kernel model planner/kernel-model.ts
+ *  reaches by executing the plan from EMPTY_OBSERVED; testing/generate.test.ts checks the two agree), built
+ *  in O(size): the kernel model copies its maps on every operation, which is fine for properties but
+ *  quadratic at 550k routes. `storedKey`: the key a device configured with `publicKey: null` carries. */
+export function programmedObserved(d: DesiredEnabled, storedKey: WgKey, underlayMtu: number | null = null): ObservedDataplane {
+  const peers = new Map<WgKey, ObservedPeer>();
+  for (const [k, p] of d.peers) {
+    peers.set(k, { publicKey: p.publicKey, endpoint: p.endpoint, allowedIPs: p.allowedIPs, persistentKeepalive: p.persistentKeepalive, latestHandshake: 0, rxBytes: 0, txBytes: 0 });
+  }
+  const routes = new Map<Cidr, Route>();
+  for (const [dest, r] of d.routes) routes.set(dest, r.route);
+  return {
+    device: {
+      name: d.device.name,
+      linkKind: 'wireguard',
+      mtu: d.device.mtu,
+      up: true,
+      addresses: d.device.addresses,
+      listenPort: d.device.listenPort,
+      fwmark: d.device.fwmark,
+      publicKey: d.device.publicKey ?? storedKey,
+    },
+    staleDevices: [],
+    conflicts: [],
+    peers,
+    routes,
+    rules: d.rules,
+    firewall: d.firewall.map((c) => ({ ...c, hooked: true })),
+    sysctls: d.sysctls,
+    underlayMtu,
+  };
 }
