@@ -25,7 +25,7 @@ export interface ExecEnv {
 /** A valid public key with no known private key: removed allowed IPs are parked on it, then it is removed. */
 export const THROWAWAY_PEER = 'RkN2PQxYmjI5Vr48wxHV6b2lukZKQ3eO/po2E3AVHHU=' as WgKey;
 
-/** Peers removed per `wg set` process (argv stays bounded whatever the cluster size). */
+/** Peers removed (or given an endpoint) per `wg set` process: argv stays bounded whatever the cluster size. */
 const PEER_REMOVE_CHUNK = 500;
 /** Allowed IPs per `AllowedIPs =` line of a config (lines stay short). */
 const ALLOWED_IPS_PER_LINE = 64;
@@ -70,31 +70,53 @@ function ipLines(op: Operation): IpLines | null {
   }
 }
 
-function peerConf(op: Operation): string {
-  const out: string[] = [];
-  const allowed = (key: string, ips: readonly Cidr[]) => {
-    out.push('[Peer]', `PublicKey = ${key}`);
-    for (let i = 0; i < ips.length; i += ALLOWED_IPS_PER_LINE) out.push(`AllowedIPs = ${ips.slice(i, i + ALLOWED_IPS_PER_LINE).join(', ')}`);
-  };
+function allowedLines(out: string[], ips: readonly Cidr[]): void {
+  for (let i = 0; i < ips.length; i += ALLOWED_IPS_PER_LINE) out.push(`AllowedIPs = ${ips.slice(i, i + ALLOWED_IPS_PER_LINE).join(', ')}`);
+}
+
+const keepaliveArg = (n: number) => (n > 0 ? String(n) : 'off');
+
+/** What one peer operation needs from wg. A `[Peer]` section of a config REPLACES the peer's allowed IPs
+ *  (wireguard-tools 1.0.20210914 has no incremental form; a section without AllowedIPs clears them), so:
+ *  - peer-add: a section with the whole list (exactly the desired peer);
+ *  - peer-update that adds IPs: a section with the peer's whole new list (current kernel list + added -
+ *    removed; the current list is read just before), a replace in one request;
+ *  - peer-update that only removes IPs: the removed IPs go to the throw-away peer (an allowed IP belongs to
+ *    one peer only), which is removed afterwards: the peer's other IPs are never touched;
+ *  - endpoint/keepalive of an update without added IPs: `wg set X peer K endpoint E persistent-keepalive N`
+ *    (no allowed-ips argument: the list is kept). */
+function peerSection(op: Operation, current: ReadonlyMap<string, readonly Cidr[]>): { conf: string[]; set: string[]; throwaway: boolean } {
+  const conf: string[] = [];
+  const set: string[] = [];
   if (op.kind === 'peer-add') {
-    out.push('[Peer]', `PublicKey = ${op.peer.publicKey}`);
-    if (op.peer.endpoint) out.push(`Endpoint = ${op.peer.endpoint}`);
-    out.push(`PersistentKeepalive = ${op.peer.persistentKeepalive > 0 ? op.peer.persistentKeepalive : 'off'}`);
-    for (let i = 0; i < op.peer.allowedIPs.length; i += ALLOWED_IPS_PER_LINE) {
-      out.push(`AllowedIPs = ${op.peer.allowedIPs.slice(i, i + ALLOWED_IPS_PER_LINE).join(', ')}`);
-    }
-  } else if (op.kind === 'peer-update') {
-    out.push('[Peer]', `PublicKey = ${op.publicKey}`);
-    if (op.endpoint) out.push(`Endpoint = ${op.endpoint}`);
-    if (op.persistentKeepalive !== undefined) out.push(`PersistentKeepalive = ${op.persistentKeepalive > 0 ? op.persistentKeepalive : 'off'}`);
-    for (let i = 0; i < op.addAllowedIPs.length; i += ALLOWED_IPS_PER_LINE) {
-      out.push(`AllowedIPs = ${op.addAllowedIPs.slice(i, i + ALLOWED_IPS_PER_LINE).join(', ')}`);
-    }
-    // An allowed IP belongs to one peer only: giving it to the throw-away peer takes it from this one
-    // without touching the peer's other IPs (`wg set ... allowed-ips` would replace the whole list).
-    if (op.removeAllowedIPs.length > 0) allowed(THROWAWAY_PEER, op.removeAllowedIPs);
+    conf.push('[Peer]', `PublicKey = ${op.peer.publicKey}`);
+    if (op.peer.endpoint) conf.push(`Endpoint = ${op.peer.endpoint}`);
+    conf.push(`PersistentKeepalive = ${keepaliveArg(op.peer.persistentKeepalive)}`);
+    allowedLines(conf, op.peer.allowedIPs);
+    return { conf, set, throwaway: false };
   }
-  return out.join('\n') + '\n';
+  if (op.kind !== 'peer-update') return { conf, set, throwaway: false };
+  if (op.addAllowedIPs.length > 0) {
+    const removed = new Set<string>(op.removeAllowedIPs);
+    const list = new Set<string>();
+    for (const ip of current.get(op.publicKey) ?? []) if (!removed.has(ip)) list.add(ip);
+    for (const ip of op.addAllowedIPs) list.add(ip);
+    conf.push('[Peer]', `PublicKey = ${op.publicKey}`);
+    if (op.endpoint) conf.push(`Endpoint = ${op.endpoint}`);
+    if (op.persistentKeepalive !== undefined) conf.push(`PersistentKeepalive = ${keepaliveArg(op.persistentKeepalive)}`);
+    allowedLines(conf, [...list] as Cidr[]);
+    return { conf, set, throwaway: false };
+  }
+  if (op.removeAllowedIPs.length > 0) {
+    conf.push('[Peer]', `PublicKey = ${THROWAWAY_PEER}`);
+    allowedLines(conf, op.removeAllowedIPs);
+  }
+  if (op.endpoint || op.persistentKeepalive !== undefined) {
+    set.push('peer', op.publicKey);
+    if (op.endpoint) set.push('endpoint', op.endpoint);
+    if (op.persistentKeepalive !== undefined) set.push('persistent-keepalive', keepaliveArg(op.persistentKeepalive));
+  }
+  return { conf, set, throwaway: op.removeAllowedIPs.length > 0 };
 }
 
 /** iptables-restore text of one firewall-chain operation (one table block, committed on its own). */
@@ -122,7 +144,7 @@ type Step =
   | { readonly kind: 'ip'; readonly flag: Family | null; readonly ops: Operation[]; readonly lines: string[]; readonly lineOp: number[] }
   | { readonly kind: 'link-create'; readonly op: Extract<Operation, { kind: 'link-create' }> }
   | { readonly kind: 'device-configure'; readonly op: Extract<Operation, { kind: 'device-configure' }> }
-  | { readonly kind: 'peer-conf'; readonly device: string; readonly ops: Operation[]; throwaway: boolean }
+  | { readonly kind: 'peer-conf'; readonly device: string; readonly ops: Operation[] }
   | { readonly kind: 'peer-remove'; readonly device: string; readonly ops: Extract<Operation, { kind: 'peer-remove' }>[] }
   | { readonly kind: 'firewall'; readonly family: Family; readonly ops: Extract<Operation, { kind: 'firewall-chain' }>[] }
   | { readonly kind: 'sysctl'; readonly ops: Extract<Operation, { kind: 'sysctl-set' }>[] };
@@ -159,8 +181,7 @@ export function groupSteps(ops: readonly Operation[]): Step[] {
       case 'peer-add':
       case 'peer-update': {
         const s = last?.kind === 'peer-conf' && last.device === op.device ? last : null;
-        const throwaway = op.kind === 'peer-update' && op.removeAllowedIPs.length > 0;
-        if (s) { s.ops.push(op); s.throwaway ||= throwaway; } else steps.push({ kind: 'peer-conf', device: op.device, ops: [op], throwaway });
+        if (s) s.ops.push(op); else steps.push({ kind: 'peer-conf', device: op.device, ops: [op] });
         break;
       }
       case 'peer-remove': {
@@ -242,16 +263,47 @@ async function runDeviceConfigure(run: Runner, env: ExecEnv, op: Extract<Step, {
   return { ok: false, done: 0, message: key === '' ? msgOf(r) : msgOf(r).split(key).join('(private key)') };
 }
 
-async function runPeerConf(run: Runner, step: Extract<Step, { kind: 'peer-conf' }>): Promise<StepOutcome> {
-  const text = step.ops.map(peerConf).join('');
-  const r = await runPiped(run, 'wg', ['addconf', step.device, '/dev/stdin'], text);
-  if (r.exitCode !== 0) {
-    const message = step.ops.length > 1 ? `${msgOf(r)} (one of ${step.ops.length} peer operations given to wg addconf at once)` : msgOf(r);
-    return { ok: false, done: 0, message };
+/** The allowed IPs of every peer now (`wg show X allowed-ips`), for updates that add IPs. */
+async function currentAllowedIPs(run: Runner, device: string): Promise<Map<string, readonly Cidr[]> | string> {
+  const r = await run('wg', ['show', device, 'allowed-ips']);
+  if (r.exitCode !== 0) return msgOf(r);
+  const m = new Map<string, readonly Cidr[]>();
+  for (const line of r.stdout.split('\n')) {
+    const [key, ips] = line.split('\t');
+    if (!key) continue;
+    m.set(key, !ips || ips === '(none)' ? [] : (ips.split(' ').filter((x) => x !== '') as Cidr[]));
   }
-  if (step.throwaway) {
+  return m;
+}
+
+async function runPeerConf(run: Runner, step: Extract<Step, { kind: 'peer-conf' }>): Promise<StepOutcome> {
+  const many = (m: string) => (step.ops.length > 1 ? `${m} (one of ${step.ops.length} peer operations given to wg at once)` : m);
+  let current: ReadonlyMap<string, readonly Cidr[]> = new Map();
+  if (step.ops.some((o) => o.kind === 'peer-update' && o.addAllowedIPs.length > 0)) {
+    const c = await currentAllowedIPs(run, step.device);
+    if (typeof c === 'string') return { ok: false, done: 0, message: many(c) };
+    current = c;
+  }
+  const conf: string[] = [];
+  const sets: string[][] = [];
+  let throwaway = false;
+  for (const op of step.ops) {
+    const s = peerSection(op, current);
+    conf.push(...s.conf);
+    if (s.set.length > 0) sets.push(s.set);
+    throwaway ||= s.throwaway;
+  }
+  if (conf.length > 0) {
+    const r = await runPiped(run, 'wg', ['addconf', step.device, '/dev/stdin'], conf.join('\n') + '\n');
+    if (r.exitCode !== 0) return { ok: false, done: 0, message: many(msgOf(r)) };
+  }
+  if (throwaway) {
     const rm = await run('wg', ['set', step.device, 'peer', THROWAWAY_PEER, 'remove']);
-    if (rm.exitCode !== 0) return { ok: false, done: step.ops.length - 1, message: `removing the throw-away peer: ${msgOf(rm)}` };
+    if (rm.exitCode !== 0) return { ok: false, done: 0, message: many(`removing the throw-away peer: ${msgOf(rm)}`) };
+  }
+  for (let i = 0; i < sets.length; i += PEER_REMOVE_CHUNK) {
+    const r = await run('wg', ['set', step.device, ...sets.slice(i, i + PEER_REMOVE_CHUNK).flat()]);
+    if (r.exitCode !== 0) return { ok: false, done: 0, message: many(msgOf(r)) };
   }
   return { ok: true };
 }
