@@ -13,6 +13,9 @@ import { EMPTY_OBSERVED } from '../core/model.js';
 import type { ForeignState, ModelState } from '../planner/kernel-model.js';
 import { applyOperation, applyPlan, blackHoles } from '../planner/kernel-model.js';
 import { plan, planScoped } from '../planner/plan.js';
+import { desired } from '../core/desired.js';
+import type { Flavor } from '../testing/generate.js';
+import { generateCluster, generateKey, movePodIP, nodeNames, removePod, setNodeKey } from '../testing/generate.js';
 import { fcParams } from './seed.js';
 import { c, DEV, key, node, TABLE } from './planner-fixtures.js';
 
@@ -270,6 +273,71 @@ describe('planner properties (kernel model)', () => {
         applyIgnoringFailures(s, [...ops, ...more]);
       }),
       fcParams(),
+    );
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Over generated clusters, through desired(): one generation programmed, then keys change, pod IPs move
+// between nodes, pods go; the next plan converges without a black-hole prefix and leaves foreign alone.
+
+describe('planner properties over generated clusters (desired())', () => {
+  const clusterArb = fc.record({
+    nodes: fc.integer({ min: 2, max: 6 }),
+    podsPerNode: fc.integer({ min: 0, max: 4 }),
+    flavor: fc.constantFrom<Flavor>('aks', 'podcidr'),
+    dualStack: fc.boolean(),
+    keys: fc.constantFrom<boolean | number>(true, 0.5),
+    seed: fc.nat(),
+    changes: fc.array(fc.record({ what: fc.constantFrom('key', 'move', 'remove', 'unkey'), a: fc.nat(), b: fc.nat() }), { maxLength: 5 }),
+    disableAfter: fc.boolean(),
+  });
+  it('each generation converges from the last with no black-hole prefix, foreign untouched', () => {
+    fc.assert(
+      fc.property(clusterArb, (g) => {
+        let cl = generateCluster({ nodes: g.nodes, podsPerNode: g.podsPerNode, flavor: g.flavor, dualStack: g.dualStack, keys: g.keys, seed: g.seed });
+        const names = nodeNames(cl);
+        const self = names[0]!;
+        const host = { underlayMtu: 1500, publicKey: null };
+        const want = (): DesiredDataplane => {
+          const d = desired(cl.snapshot, self, host);
+          if (E.isLeft(d)) assert.fail(`desired failed: ${JSON.stringify(d.left)}`);
+          return d.right;
+        };
+        const step = (s: ModelState, d: DesiredDataplane): ModelState => {
+          const dev = d.kind === 'enabled' ? d.device.name : d.interfaceName;
+          const before = blackHoles(s, dev);
+          const p = plan(d, s);
+          let cur = s;
+          for (const op of p.ops) {
+            const r = applyOperation(cur, op);
+            if (E.isLeft(r)) assert.fail(`${op.kind} failed: ${r.left}`);
+            cur = r.right;
+            for (const dest of blackHoles(cur, dev)) assert.ok(before.has(dest), `after ${op.kind}: ${dest} is black-holed`);
+          }
+          assert.deepEqual(plan(d, cur).ops, []);
+          assertOwnedIsDesired(cur, d);
+          assert.deepEqual(cur.foreign, FOREIGN);
+          return cur;
+        };
+        let s = step(START, want());
+        for (const ch of g.changes) {
+          const pods = [...cl.snapshot.pods.values()].filter((p) => !p.hostNetwork && p.nodeName !== null);
+          const nodeName = names[ch.a % names.length]!;
+          if (ch.what === 'key') cl = setNodeKey(cl, nodeName, generateKey(ch.b + 1_000_000));
+          else if (ch.what === 'unkey') cl = setNodeKey(cl, nodeName, null);
+          else if (pods.length > 0) {
+            const pod = pods[ch.b % pods.length]!;
+            cl = ch.what === 'remove' ? removePod(cl, pod.key) : movePodIP(cl, pod.key, nodeName).cluster;
+          }
+        }
+        s = step(s, want());
+        if (g.disableAfter) {
+          cl = { ...cl, snapshot: { ...cl.snapshot, settings: { ...cl.snapshot.settings, enabled: false } } };
+          step(s, want());
+        }
+      }),
+      fcParams(60),
     );
   });
 });
