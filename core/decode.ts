@@ -36,6 +36,8 @@ export { type DecodeError, formatDecodeError, MAX_DECODE_ERRORS } from './errors
 export interface SourceDocument {
   readonly source: string;
   readonly value: unknown;
+  /** 1-based number of the document in its source; when absent, documents are counted per source. */
+  readonly document?: number;
 }
 
 type Rec = Record<string, unknown>;
@@ -396,7 +398,7 @@ function isSettingsConfigMap(u: Rec): boolean {
 function firstPlace(acc: Acc, kind: 'Node' | 'Pod', key: string): string {
   const counts = new Map<string, number>();
   for (const doc of acc.docs) {
-    const n = (counts.get(doc.source) ?? 0) + 1;
+    const n = doc.document ?? (counts.get(doc.source) ?? 0) + 1;
     counts.set(doc.source, n);
     const where = `${doc.source}: document ${n}`;
     const v = doc.value;
@@ -508,7 +510,7 @@ export function decodeObjects(docs: ReadonlyArray<SourceDocument>): E.Either<rea
   const counts = new Map<string, number>();
   for (let d = 0; d < docs.length && acc.errors.length < MAX_DECODE_ERRORS; d++) {
     const doc = docs[d]!;
-    const n = (counts.get(doc.source) ?? 0) + 1;
+    const n = doc.document ?? (counts.get(doc.source) ?? 0) + 1;
     counts.set(doc.source, n);
     decodeOne(acc, doc.value, `${doc.source}: document ${n}`, -1, '');
   }
