@@ -71,16 +71,26 @@ function parseJson(text: string, source: string): SourceDocument[] {
   try {
     return [{ source, value: JSON.parse(text), document: 1 }];
   } catch (e) {
-    // JSON.parse does not say where; the YAML parser (JSON is YAML) usually can.
+    // JSON.parse usually gives an offset ("at position N"); otherwise the YAML parser (JSON is YAML) may
+    // find the line.
+    const message = errorText(e);
     let where = `${source}: document 1`;
-    try {
-      const doc = parseAllDocuments(text, { prettyErrors: true })[0];
-      const pos = doc?.errors[0]?.linePos?.[0];
-      if (pos) where = `${where}: line ${pos.line}, column ${pos.col}`;
-    } catch {
-      // keep the place without a line
+    const m = /at position (\d+)/.exec(message);
+    if (m) {
+      const offset = Number(m[1]);
+      const before = text.slice(0, offset);
+      const line = before.split('\n').length;
+      where = `${where}: line ${line}, column ${offset - before.lastIndexOf('\n')}`;
+    } else {
+      try {
+        const doc = parseAllDocuments(text, { prettyErrors: true })[0];
+        const pos = doc?.errors[0]?.linePos?.[0];
+        if (pos) where = `${where}: line ${pos.line}, column ${pos.col}`;
+      } catch {
+        // keep the place without a line
+      }
     }
-    throw new SnapshotError([{ where, message: `not valid JSON: ${errorText(e).split('\n', 1)[0]}` }]);
+    throw new SnapshotError([{ where, message: `not valid JSON: ${message.replace(/ in JSON at position \d+.*$/s, '').replace(/\n/g, '\\n').slice(0, 200)}` }]);
   }
 }
 
