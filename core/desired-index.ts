@@ -547,8 +547,8 @@ export function buildDesiredIndex(
     }
   }
   for (const p of snapshot.pods.values()) addPod(ix, p, null);
-  for (const st of nodes.values()) {
-    const peer = buildPeer(ix, st);
+  for (const name of [...nodes.keys()].sort()) {
+    const peer = buildPeer(ix, nodes.get(name)!);
     if (peer !== null) ix.peers.set(peer.publicKey, peer);
   }
   return E.right(ix);

@@ -167,6 +167,12 @@ describe('desired: settings resolution', () => {
     assert.match(r.left.message, /hostEncryption/);
     assert.match(r.left.message, /workloadInterfacePrefix/);
   });
+  it('settings error: fwmark 0', () => {
+    const r = desired(mkSnapshot(podCidrNodes, [], { fwmark: 0 }), A, HOST);
+    assert.ok(E.isLeft(r));
+    assert.equal(r.left.kind, 'settings');
+    assert.match(r.left.message, /fwmark/);
+  });
   it('node not found names the node', () => {
     const r = desired(mkSnapshot(podCidrNodes, []), 'zz' as NodeName, HOST);
     assert.ok(E.isLeft(r));
