@@ -1,9 +1,10 @@
 // `npm run bench`: runs every case of bench/cases.ts in a fresh child process (peak RSS is that case's)
 // and prints a Markdown table for README. Options: --quick (baseline and the 1,000 x 30 cases only),
-// --only TEXT (cases whose name contains TEXT), --json PATH (also write the raw results).
+// --only TEXT (cases whose name contains TEXT), --runs N (each case N times, each in a fresh process;
+// time = median, peak RSS = the largest; default 3), --json PATH (also write the raw results).
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { allCases, type CaseResult, type CaseSpec } from './cases.js';
@@ -52,6 +53,23 @@ function verdict(spec: CaseSpec, r: CaseResult): string {
 const fmt = (x: number | undefined, unavailable: boolean): string =>
   unavailable ? 'not available yet' : x === undefined ? '—' : x.toLocaleString('en', { maximumFractionDigits: x < 10 ? 1 : 0 });
 
+/** Several runs of one case: the first failure if any; else the run with the median time, carrying the
+ *  largest peak RSS of all runs. */
+function combine(all: readonly CaseResult[]): CaseResult {
+  const bad = all.find((r) => r.status !== 'ok');
+  if (bad) return bad;
+  const sorted = [...all].sort((a, b) => (a.timeMs ?? 0) - (b.timeMs ?? 0));
+  const median = sorted[Math.floor((sorted.length - 1) / 2)]!;
+  const peaks = all.flatMap((r) => (r.peakRssMB !== undefined ? [r.peakRssMB] : []));
+  return peaks.length > 0 ? { ...median, peakRssMB: Math.max(...peaks) } : median;
+}
+
+function timeCell(r: CaseResult, times: readonly number[]): string {
+  const t = fmt(r.timeMs, r.status === 'unavailable');
+  if (times.length < 2 || r.status !== 'ok') return t;
+  return `${t} (${fmt(Math.min(...times), false)}–${fmt(Math.max(...times), false)})`;
+}
+
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const quick = argv.includes('--quick');
@@ -59,6 +77,8 @@ async function main(): Promise<void> {
   const only = onlyAt >= 0 ? argv[onlyAt + 1] : undefined;
   const jsonAt = argv.indexOf('--json');
   const jsonPath = jsonAt >= 0 ? argv[jsonAt + 1] : undefined;
+  const runsAt = argv.indexOf('--runs');
+  const runs = runsAt >= 0 ? Math.max(1, Number(argv[runsAt + 1]) || 1) : 3;
 
   let cases = allCases();
   if (quick) cases = cases.filter((c) => c.mode === 'baseline' || (c.nodes === 1000 && c.podsPerNode === 30));
@@ -66,7 +86,7 @@ async function main(): Promise<void> {
 
   const dir = mkdtempSync(join(tmpdir(), 'wgplane-bench-'));
   const fixtures = new Map<string, string>();
-  const results: { spec: CaseSpec; r: CaseResult }[] = [];
+  const results: { spec: CaseSpec; r: CaseResult; times: number[] }[] = [];
   try {
     for (const c of cases) {
       let spec = c;
@@ -82,23 +102,29 @@ async function main(): Promise<void> {
         spec = { ...c, fixture: path };
       }
       process.stderr.write(`running ${c.id} ...\n`);
-      const r = await runCase(spec);
-      process.stderr.write(`  ${r.status}${r.timeMs !== undefined ? ` ${r.timeMs} ms` : ''}${r.peakRssMB !== undefined ? `, peak RSS ${r.peakRssMB} MB` : ''}${r.note ? ` (${r.note})` : ''}\n`);
-      results.push({ spec, r });
+      const all: CaseResult[] = [];
+      for (let i = 0; i < (c.mode === 'baseline' ? 1 : runs); i++) {
+        const r = await runCase(spec);
+        process.stderr.write(`  ${r.status}${r.timeMs !== undefined ? ` ${r.timeMs} ms` : ''}${r.peakRssMB !== undefined ? `, peak RSS ${r.peakRssMB} MB` : ''}${r.note ? ` (${r.note})` : ''}\n`);
+        all.push(r);
+        if (r.status !== 'ok') break;
+      }
+      results.push({ spec, r: combine(all), times: all.flatMap((r) => (r.timeMs !== undefined ? [r.timeMs] : [])) });
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
-  console.log(`\nwgplane benchmarks: Node ${process.version}, ${cpus().length} x ${cpu}; each case a fresh process (node --import tsx); peak RSS = process.resourceUsage().maxRSS, including node, tsx and the input.\n`);
+  const load = loadavg().map((x) => x.toFixed(1)).join(' ');
+  console.log(`\nwgplane benchmarks: Node ${process.version}, ${cpus().length} x ${cpu}; each case run ${runs} time(s), each run a fresh process (node --import tsx); time = median (min–max), peak RSS = the largest process.resourceUsage().maxRSS, including node, tsx and the input. Load average at the end: ${load} (other work on the machine skews the times).\n`);
   console.log('| case | time ms | peak RSS MB | target | result |');
   console.log('|---|---:|---:|---|---|');
-  for (const { spec, r } of results) {
+  for (const { spec, r, times } of results) {
     const na = r.status === 'unavailable';
-    console.log(`| ${r.id} | ${spec.mode === 'baseline' ? '—' : fmt(r.timeMs, na)} | ${fmt(r.peakRssMB, na)} | ${target(spec)} | ${verdict(spec, r)} |`);
+    console.log(`| ${r.id} | ${spec.mode === 'baseline' ? '—' : timeCell(r, times)} | ${fmt(r.peakRssMB, na)} | ${target(spec)} | ${verdict(spec, r)} |`);
   }
-  console.log('\nDetails (ms per step of the timed part; RSS at its start, with the input in memory):\n');
+  console.log('\nDetails of the median run (ms per step of the timed part; RSS at its start, with the input in memory):\n');
   console.log('| case | steps | RSS at start MB | ops | routes | peers |');
   console.log('|---|---|---:|---:|---:|---:|');
   for (const { r } of results) {
