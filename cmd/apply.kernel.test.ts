@@ -95,7 +95,7 @@ for (const flavor of ['aks', 'podcidr'] as const) {
       const peers = dump.stdout.trim().split('\n').slice(1);
       assert.equal(peers.length, 1, 'one peer: the other WireGuard node (the plain node is not a peer)');
       const allowed = peers[0]!.split('\t')[3]!.split(',').sort();
-      const expectAllowed = [...n1.pods.map((p) => `${p.ip}/32`), ...(hostEncryption ? [`${n1.ip}/32`] : [n1.podCIDR!])].sort();
+      const expectAllowed = (hostEncryption ? [...n1.pods.map((p) => `${p.ip}/32`), `${n1.ip}/32`] : [n1.podCIDR!]).sort();
       assert.deepEqual(allowed, expectAllowed);
       const rules = await nodeExec(n0.ns, 'ip', ['rule', 'show']);
       assert.match(rules.stdout, /99:\s+not from all fwmark 0x100000\/0x100000 lookup 51820 proto 98/);
@@ -156,7 +156,7 @@ for (const flavor of ['aks', 'podcidr'] as const) {
         const net = require('net'); let n = 0;
         const s = net.createServer((c) => { c.on('data', (d) => { n += d.length; }); c.on('end', () => { c.end(String(n)); s.close(); }); });
         s.listen(5001, '${server.ip}', () => console.log('ready'));
-        setTimeout(() => process.exit(3), 60000);`]);
+        setTimeout(() => process.exit(3), 60000).unref();`]);
       await new Promise((r) => setTimeout(r, 700));
       let packets: Packet[] = [];
       const res = await (async () => {
@@ -164,7 +164,7 @@ for (const flavor of ['aks', 'podcidr'] as const) {
         const r = await nodeExec(client.ns, 'node', ['-e', `
           const net = require('net'); const c = net.connect(5001, '${server.ip}', () => { c.end(Buffer.alloc(${bytes}, 7)); });
           let got = ''; c.on('data', (d) => got += d); c.on('end', () => { console.log(got); });
-          c.on('error', (e) => { console.error(e.message); process.exit(2); }); setTimeout(() => process.exit(3), 60000);`]);
+          c.on('error', (e) => { console.error(e.message); process.exit(2); }); setTimeout(() => process.exit(3), 60000).unref();`]);
         packets = await cap.stop();
         return r;
       })();

@@ -70,18 +70,35 @@ export class TestCluster {
       await sys('net.ipv4.conf.all.rp_filter', aks ? '1' : '2');
       await sys('net.ipv4.conf.default.rp_filter', aks ? '1' : '2');
       await sys('net.ipv4.conf.eth0.rp_filter', aks ? '1' : '2');
-      if (aks) await sys('net.ipv4.conf.eth0.proxy_arp', '1'); // stands in for the VNET fabric
       const stateDir = `/run/wgplane-test/${ns}/state`;
       await mkdir(stateDir, { recursive: true, mode: 0o700 });
       const node: ClusterNode = { name, ns, ip, index: i, podCIDR, pods: [], stateDir, plain: (this.spec.plainNodes ?? []).includes(i) };
       for (let j = 0; j < this.spec.podsPerNode; j++) node.pods.push(await this.addPod(node, j));
       this.nodes.push(node);
     }
+    if (flavor === 'aks') {
+      // The Azure fabric answers ARP for every VNET address; nodes never see each other's ARP (with strict
+      // rp_filter and host encryption, a node would refuse ARP from a peer whose IP routes into the device).
+      // Permanent neighbour entries stand in for it.
+      for (const n of this.nodes) for (const m of this.nodes) if (n !== m) await this.fabricNeighbours(n, m);
+    }
     if (flavor === 'podcidr') {
       for (const n of this.nodes) for (const m of this.nodes) {
         if (n !== m) await nodeExecChecked(n.ns, 'ip', ['route', 'add', m.podCIDR!, 'via', m.ip]);
       }
     }
+  }
+
+  private async macOf(node: ClusterNode): Promise<string> {
+    const r = await nodeExecChecked(node.ns, 'ip', ['-j', 'link', 'show', 'eth0']);
+    return (JSON.parse(r.stdout) as { address: string }[])[0]!.address;
+  }
+
+  /** On `on`, resolve `to`'s node IP and pod IPs to `to`'s MAC, as the Azure fabric does. */
+  private async fabricNeighbours(on: ClusterNode, to: ClusterNode, only?: readonly string[]): Promise<void> {
+    const mac = await this.macOf(to);
+    const batch = (only ?? [to.ip, ...to.pods.map((p) => p.ip)]).map((ip) => `neigh replace ${ip} lladdr ${mac} dev eth0 nud permanent`).join('\n') + '\n';
+    await nodeExecChecked(on.ns, 'ip', ['-batch', '-'], { input: batch });
   }
 
   /** Adds pod number `j` to `node`: a namespace behind a veth, its IP routed to it on the node. */
@@ -98,6 +115,7 @@ export class TestCluster {
     await runChecked(defaultRunner, 'ip', ['-n', podNs, 'address', 'add', `${ip}/32`, 'dev', 'eth0']);
     await runChecked(defaultRunner, 'ip', ['-n', podNs, 'link', 'set', 'eth0', 'up']);
     await runChecked(defaultRunner, 'ip', ['-n', podNs, 'route', 'add', 'default', 'dev', 'eth0']);
+    if (aks) for (const other of this.nodes) if (other !== node) await this.fabricNeighbours(other, node, [ip]);
     return { name: `pod-${node.index}-${j}`, ns: podNs, ip, hostIf };
   }
 
