@@ -35,7 +35,8 @@ test('a plan stopped after any operation leaves no black hole and the next apply
   const s1 = generateCluster({ nodes: 30, podsPerNode: 3, flavor: 'aks', seed: 7, objects: false });
   const local = nodeNames(s1)[0]!;
   const localIP = s1.snapshot.nodes.get(local)!.addresses[0]!.address;
-  await runChecked(ns.run, 'ip', ['link', 'add', 'eth0', 'type', 'dummy']);
+  await runChecked(ns.run, 'ip', ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0peer']);
+  await runChecked(ns.run, 'ip', ['link', 'set', 'eth0peer', 'up']);
   await runChecked(ns.run, 'ip', ['address', 'add', `${localIP}/12`, 'dev', 'eth0']);
   await runChecked(ns.run, 'ip', ['link', 'set', 'eth0', 'up']);
   const key = await loadOrCreateKey(mkdtempSync(path.join(tmpdir(), 'wgpf-key-')));
