@@ -1,0 +1,53 @@
+// Where the daemon learns the cluster from, and where it publishes its key and status: the Kubernetes API
+// (`--source kube`) or a directory of manifests (`--source dir:PATH`). Both feed the same events to the
+// daemon's snapshot store. Decoding happens inside the source (at the edge), one object at a time: an
+// object that does not decode is reported as an error event and left out, never crashing the source.
+import type { WgKey } from '../../core/key.js';
+import type { ClusterSnapshot, NodeInfo, NodeName, PodInfo, PodKey, Settings } from '../../core/model.js';
+
+export type ClusterEvent =
+  | { readonly kind: 'node-upsert'; readonly node: NodeInfo }
+  | { readonly kind: 'node-delete'; readonly name: NodeName }
+  | { readonly kind: 'pod-upsert'; readonly pod: PodInfo }
+  | { readonly kind: 'pod-delete'; readonly key: PodKey }
+  /** The settings ConfigMap changed (found = false: it is gone; defaults apply). */
+  | { readonly kind: 'settings'; readonly settings: Settings; readonly found: boolean }
+  /** The whole cluster as of now (after the first list, a re-list after 410 Gone, a directory reload):
+   *  replaces everything the store knows from this source. */
+  | { readonly kind: 'replace'; readonly snapshot: ClusterSnapshot }
+  /** Every kind of object has been listed once: removals from the kernel are allowed from now on. */
+  | { readonly kind: 'synced' }
+  /** Something went wrong that the source is handling (a watch broke and is retried, an object did not
+   *  decode): reported and counted, never fatal. `where` names the object or the watch. */
+  | { readonly kind: 'error'; readonly where: string; readonly message: string };
+
+/** What an agent publishes about itself for `wgplane status --all`. */
+export interface PublishedStatus {
+  readonly time: string; // ISO 8601
+  readonly device: string | null;
+  readonly mtu: number | null;
+  readonly peers: number;
+  readonly peersWithHandshake: number;
+  readonly allowedIPs: number;
+  readonly pendingOps: number;
+  readonly lastApply: 'ok' | 'failed' | 'none';
+  readonly lastError: string | null;
+}
+
+export interface ClusterSource {
+  /** For people and logs: "kube (in-cluster)", "dir:/path". */
+  readonly description: string;
+  /** Starts listing/watching; events arrive through `onEvent` until `stop`. Resolves once started. */
+  start(onEvent: (e: ClusterEvent) => void): Promise<void>;
+  stop(): Promise<void>;
+  /** Publishes (key) or clears (null) this node's public key annotation `wgplane.io/public-key`,
+   *  touching nothing else of the Node. */
+  publishKey(node: NodeName, key: WgKey | null): Promise<void>;
+  /** Publishes this node's status (annotation `wgplane.io/status`), or clears it. */
+  publishStatus(node: NodeName, status: PublishedStatus | null): Promise<void>;
+  /** Merges `data` into the settings ConfigMap kube-system/wgplane, creating it if needed
+   *  (`wgplane enable` / `wgplane disable`). */
+  patchSettings(data: Readonly<Record<string, string>>): Promise<void>;
+}
+
+export const STATUS_ANNOTATION = 'wgplane.io/status';
