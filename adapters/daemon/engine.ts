@@ -1,0 +1,785 @@
+// The daemon engine: the cluster store fed by a ClusterSource, an incremental DesiredIndex, a model of the
+// kernel (the last observation, kept current by applying the executed operations to it), and the reconcile
+// loop that keeps the kernel equal to the desired state.
+//
+// - Nothing is planned, and so nothing is removed from the kernel, before the source has sent `synced`:
+//   a restarting agent leaves the dataplane as it found it until it knows the whole cluster.
+// - Pod events update the index in place (applyPodChange) and collect the changed route and peer keys; a
+//   reconcile with only pod changes plans with planScoped over those keys: O(change). Node, settings and
+//   replace events (and a changed underlay MTU) rebuild the index and plan fully.
+// - Events are coalesced by the loop (debounce, bounded delay); failures re-observe and retry with
+//   exponential backoff (cap 30 s). Source errors are counted and logged; the dataplane stays as it is.
+// - Every resyncInterval seconds: observe, plan fully, execute; the operations needed although the
+//   cluster did not change are drift repairs (counted).
+// - The public key is published after the device exists and carries it, again whenever the Node shows
+//   another or no key; when WireGuard is off here, after the tear-down, the key is cleared.
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
+import type { Cidr } from '../../core/ip.js';
+import type { WgKey } from '../../core/key.js';
+import { detectAks } from '../../core/aks.js';
+import {
+  applyPodChange,
+  buildDesiredIndex,
+  desiredOf,
+  type DesiredIndex,
+} from '../../core/desired-index.js';
+import type {
+  ClusterSnapshot,
+  DesiredDataplane,
+  DesiredDisabled,
+  HostFacts,
+  NodeInfo,
+  NodeName,
+  ObservedDataplane,
+  Operation,
+  OperationKind,
+  Plan,
+  Settings,
+} from '../../core/model.js';
+import { plan as fullPlan, planScoped } from '../../planner/plan.js';
+import { applyPlan } from '../../planner/kernel-model.js';
+import { problemText } from '../../planner/render.js';
+import type { Backend } from '../backend.js';
+import { execute } from '../executor.js';
+import { loadOrCreateKey, type NodeKey } from '../keystore.js';
+import { withLock } from '../lock.js';
+import type { Logger } from '../log.js';
+import { DaemonMetrics, type ErrorKind, type PeerSample, type ReconcileKind } from '../metrics.js';
+import { observe, parseWgDump } from '../observer.js';
+import { defaultRunner, type Runner } from '../run.js';
+import type { ClusterEvent, ClusterSource, PublishedStatus } from '../sources/source.js';
+import { CoalescingLoop } from './loop.js';
+import { ClusterStore } from './store.js';
+
+export const STATUS_FILE = 'status.json';
+
+export interface EngineOptions {
+  readonly node: NodeName;
+  readonly source: ClusterSource;
+  /** Key store and lock directory; status.json is written here. */
+  readonly stateDir: string;
+  readonly backend: Backend;
+  readonly log: Logger;
+  readonly metrics?: DaemonMetrics;
+  /** Where kernel commands run (tests: inside a namespace). */
+  readonly run?: Runner;
+  readonly sysctlRoot?: string;
+  /** The node key; default loadOrCreateKey(stateDir) at start. */
+  readonly key?: NodeKey;
+  readonly debounceMs?: number;
+  readonly maxDelayMs?: number;
+  readonly backoffBaseMs?: number;
+  readonly backoffCapMs?: number;
+  /** Overrides settings.resyncInterval (seconds) for tests. */
+  readonly resyncIntervalMs?: number;
+  /** While a peer never handshaked, its state is re-read this often. */
+  readonly bootstrapPollMs?: number;
+  /** Status is published at most this often. */
+  readonly statusMinIntervalMs?: number;
+  /** A key publication that did not show up on the Node is tried again after this long. */
+  readonly publishRetryMs?: number;
+  /** A loop run longer than this makes /healthz fail. */
+  readonly stuckMs?: number;
+  /** Hold the state-dir lock around each reconcile (default true). */
+  readonly lock?: boolean;
+  readonly now?: () => number;
+}
+
+export type ApplyResult = 'ok' | 'failed' | 'blocked' | 'none';
+
+export interface LastReconcile {
+  readonly kind: ReconcileKind;
+  readonly time: string;
+  readonly durationMs: number;
+  readonly result: 'ok' | 'failed' | 'blocked';
+  readonly planned: number;
+  readonly applied: number;
+  readonly byKind: Readonly<Partial<Record<OperationKind, number>>>;
+  readonly error: string | null;
+}
+
+/** Counters for tests and status. */
+export interface EngineStats {
+  cycles: number;
+  executions: number;
+  observations: number;
+  peerPolls: number;
+  indexBuilds: number;
+  scopedPlans: number;
+  fullPlans: number;
+  driftRepairs: number;
+  opsApplied: number;
+  keyPublications: number;
+  statusPublications: number;
+  sourceErrors: number;
+}
+
+/** The content of `<state-dir>/status.json` (no secrets: public keys at most). */
+export interface StatusFile {
+  readonly version: 1;
+  readonly node: string;
+  readonly time: string;
+  readonly source: string;
+  readonly synced: boolean;
+  readonly ready: boolean;
+  readonly wireguard: 'enabled' | 'disabled' | 'unknown';
+  readonly disabledWhy: DesiredDisabled['why'] | null;
+  readonly lastApply: ApplyResult;
+  readonly lastError: string | null;
+  readonly lastSuccess: string | null;
+  readonly lastReconcile: LastReconcile | null;
+  readonly pendingOps: number;
+  readonly publicKey: WgKey;
+  readonly keyPublished: boolean;
+  readonly device: { readonly name: string; readonly mtu: number; readonly up: boolean; readonly listenPort: number | null; readonly publicKey: WgKey | null } | null;
+  readonly routes: number;
+  readonly peers: readonly {
+    readonly node: string;
+    readonly publicKey: WgKey;
+    readonly endpoint: string | null;
+    readonly allowedIPs: number;
+    readonly latestHandshake: number;
+    readonly rxBytes: number;
+    readonly txBytes: number;
+  }[];
+  readonly problems: readonly string[];
+  readonly counters: Readonly<EngineStats>;
+}
+
+type Built = DesiredIndex | DesiredDisabled;
+
+interface Step {
+  readonly kind: ReconcileKind;
+  readonly started: number;
+}
+
+export function workloadPrefixOf(snapshot: ClusterSnapshot): string | null {
+  const p = snapshot.settings.workloadInterfacePrefix;
+  if (p !== 'auto') return p;
+  return detectAks(snapshot.nodes.values()) ? 'azv' : null;
+}
+
+function countKinds(ops: readonly Operation[]): Map<OperationKind, number> {
+  const m = new Map<OperationKind, number>();
+  for (const op of ops) m.set(op.kind, (m.get(op.kind) ?? 0) + 1);
+  return m;
+}
+
+const errMsg = (e: unknown) => (e instanceof Error ? e.message : String(e));
+
+export class Engine {
+  readonly store = new ClusterStore();
+  readonly metrics: DaemonMetrics;
+  readonly stats: EngineStats = {
+    cycles: 0, executions: 0, observations: 0, peerPolls: 0, indexBuilds: 0, scopedPlans: 0, fullPlans: 0,
+    driftRepairs: 0, opsApplied: 0, keyPublications: 0, statusPublications: 0, sourceErrors: 0,
+  };
+  /** The last plan made (for tests and status). */
+  lastPlan: { readonly kind: ReconcileKind; readonly plan: Plan } | null = null;
+
+  private key: NodeKey | null;
+  private readonly log: Logger;
+  private readonly run: Runner;
+  private readonly now: () => number;
+  private readonly loop: CoalescingLoop;
+
+  private index: Built | null = null;
+  private indexStale = true;
+  private indexError: string | null = null;
+  private builtMtu: number | null | undefined = undefined;
+  private observed: ObservedDataplane | null = null;
+  private observedFor = '';
+  private needFull = true;
+  private readonly scopeRoutes = new Set<Cidr>();
+  private readonly scopePeers = new Set<WgKey>();
+  private resyncDue = false;
+  private pollDue = false;
+
+  private lastApply: ApplyResult = 'none';
+  private lastError: string | null = null;
+  private lastSuccessAt: number | null = null;
+  private lastReconcile: LastReconcile | null = null;
+  private pendingOps = 0;
+  private firstApplyOk = false;
+  private started = false;
+  private stopped = false;
+
+  private resyncTimer: NodeJS.Timeout | null = null;
+  private pollTimer: NodeJS.Timeout | null = null;
+  private publishTimer: NodeJS.Timeout | null = null;
+  private statusTimer: NodeJS.Timeout | null = null;
+  private statusFileTimer: NodeJS.Timeout | null = null;
+  private publishing: Promise<void> | null = null;
+  private lastKeyAttempt: { readonly value: WgKey | null; readonly own: NodeInfo | undefined; readonly at: number } | null = null;
+  private statusPublishing = false;
+  private lastStatusKey = '';
+  private lastStatusAt = -Infinity;
+  private lastStatusFileAt = -Infinity;
+  private background = new Set<Promise<unknown>>();
+
+  constructor(private readonly opts: EngineOptions) {
+    this.key = opts.key ?? null;
+    this.log = opts.log;
+    this.run = opts.run ?? defaultRunner;
+    this.now = opts.now ?? Date.now;
+    this.metrics = opts.metrics ?? new DaemonMetrics(this.now);
+    this.metrics.setPeerSource(() => this.peerSamples());
+    this.loop = new CoalescingLoop(() => this.cycle(), {
+      debounceMs: opts.debounceMs ?? 5,
+      maxDelayMs: opts.maxDelayMs ?? 200,
+      backoffBaseMs: opts.backoffBaseMs ?? 500,
+      backoffCapMs: opts.backoffCapMs ?? 30_000,
+      now: this.now,
+      onError: (err) => this.log.error({ err: errMsg(err) }, 'reconcile threw'),
+    });
+  }
+
+  get publicKey(): WgKey {
+    if (this.key === null) throw new Error('engine not started');
+    return this.key.publicKey;
+  }
+
+  /** Loads the key and starts the source; reconciling begins once the source has synced. */
+  async start(): Promise<void> {
+    if (this.started) throw new Error('engine started twice');
+    this.started = true;
+    if (this.key === null) this.key = await loadOrCreateKey(this.opts.stateDir);
+    this.log.info({ node: this.opts.node, source: this.opts.source.description, publicKey: this.key.publicKey, backend: this.opts.backend }, 'daemon starting; nothing is changed before the source has synced');
+    await this.opts.source.start((e) => this.onEvent(e));
+  }
+
+  /** Stops the loop and the source. The dataplane stays as it is, unless `cleanup`: then the published
+   *  key is cleared first (peers stop encrypting to this node), and everything wgplane owns is removed. */
+  async stop(opts: { readonly cleanup?: boolean } = {}): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const t of [this.resyncTimer, this.pollTimer, this.publishTimer, this.statusTimer, this.statusFileTimer]) if (t !== null) clearTimeout(t);
+    await this.loop.stop();
+    await Promise.allSettled([...this.background]);
+    let cleanupError: unknown = null;
+    if (opts.cleanup) {
+      try {
+        await this.opts.source.publishKey(this.opts.node, null);
+        this.stats.keyPublications++;
+      } catch (err) {
+        this.metrics.errors.inc({ kind: 'publish-key' });
+        this.log.warn({ err: errMsg(err) }, 'clearing the published key failed');
+      }
+      try {
+        await this.teardown();
+      } catch (err) {
+        cleanupError = err;
+      }
+    }
+    await this.opts.source.stop();
+    await this.writeStatusFile().catch(() => undefined);
+    this.log.info({ cleanup: opts.cleanup ?? false }, opts.cleanup ? 'daemon stopped; dataplane removed' : 'daemon stopped; dataplane left in place');
+    if (cleanupError !== null) throw cleanupError;
+  }
+
+  /** Resolves once nothing is pending or running (tests). */
+  async idle(): Promise<void> {
+    for (;;) {
+      await this.loop.idle();
+      await Promise.allSettled([...this.background]);
+      if (!this.loop.busy && this.background.size === 0) {
+        await this.loop.idle();
+        if (!this.loop.busy && this.background.size === 0) return;
+      }
+    }
+  }
+
+  /** Asks for a full resync now (as the timer does). */
+  requestResync(): void {
+    this.resyncDue = true;
+    this.loop.kick(true);
+  }
+
+  get synced(): boolean {
+    return this.store.synced;
+  }
+
+  health(): { ok: boolean; detail: string } {
+    const t = this.loop.runStartedAt;
+    const stuck = this.opts.stuckMs ?? 300_000;
+    if (t !== null && this.now() - t > stuck) return { ok: false, detail: `a reconcile has been running for ${Math.round((this.now() - t) / 1000)} s` };
+    return { ok: true, detail: this.stopped ? 'stopping' : 'running' };
+  }
+
+  ready(): { ok: boolean; detail: string } {
+    if (!this.store.synced) return { ok: false, detail: 'waiting for the source to sync' };
+    if (!this.firstApplyOk) return { ok: false, detail: this.lastError ? `first apply not done: ${this.lastError}` : 'first apply not done yet' };
+    return { ok: true, detail: `last apply ${this.lastApply}` };
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Events
+
+  onEvent(e: ClusterEvent): void {
+    this.metrics.events.inc({ kind: e.kind });
+    if (e.kind === 'error') {
+      this.stats.sourceErrors++;
+      this.metrics.errors.inc({ kind: 'source' });
+      this.log.warn({ where: e.where, err: e.message }, 'source error; the dataplane is left as it is');
+      return;
+    }
+    const wasSynced = this.store.synced;
+    const change = this.store.apply(e);
+    if (e.kind === 'synced') {
+      if (!wasSynced) {
+        this.log.info({ nodes: this.store.state.nodes.size, pods: this.store.state.podCount }, 'source synced; reconciling');
+        this.armResync();
+        this.loop.kick(true);
+      }
+      return;
+    }
+    switch (change.kind) {
+      case 'none':
+        return;
+      case 'pod': {
+        const ix = this.index;
+        if (this.indexStale || ix === null) break; // the rebuild reads the store
+        if (ix.kind === 'disabled') return; // pods do not matter here
+        const c = applyPodChange(ix, change.before, change.after);
+        for (const r of c.routes) this.scopeRoutes.add(r);
+        for (const p of c.peers) this.scopePeers.add(p);
+        if (c.routes.length === 0 && c.peers.length === 0 && !c.problems) return;
+        break;
+      }
+      case 'node':
+      case 'settings':
+      case 'replace':
+        this.indexStale = true;
+        break;
+    }
+    if (this.store.synced) this.loop.kick();
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // The reconcile
+
+  private async cycle(): Promise<'ok' | 'retry'> {
+    if (!this.store.synced || this.stopped) return 'ok';
+    this.stats.cycles++;
+    const useLock = this.opts.lock ?? true;
+    const body = () => this.cycleBody();
+    const outcome = useLock ? await withLock(this.opts.stateDir, body) : await body();
+    this.afterCycle();
+    return outcome;
+  }
+
+  private async cycleBody(): Promise<'ok' | 'retry'> {
+    const started = this.now();
+    let kind: ReconcileKind = 'full';
+    try {
+      if (this.observed === null || this.observedFor !== this.observeKey()) await this.observeNow();
+      if (this.pollDue) await this.pollPeers();
+      if (!this.ensureIndex()) return 'ok';
+      const pending = this.needFull || this.scopeRoutes.size > 0 || this.scopePeers.size > 0;
+      if (pending) {
+        kind = this.needFull ? 'full' : 'scoped';
+        const r = await this.step({ kind, started });
+        if (r !== 'ok') return r;
+      }
+      if (this.resyncDue) {
+        this.resyncDue = false;
+        kind = 'resync';
+        await this.observeNow();
+        if (!this.ensureIndex()) return 'ok';
+        const r = await this.step({ kind, started: this.now() });
+        if (r !== 'ok') return r;
+      }
+      return 'ok';
+    } catch (err) {
+      // A failed observation (or anything unexpected): nothing was changed by this step; look again later.
+      this.observed = null;
+      this.needFull = true;
+      this.lastApply = 'failed';
+      this.lastError = errMsg(err);
+      this.metrics.errors.inc({ kind: 'observe' });
+      this.log.error({ err: this.lastError, kind }, 'reconcile failed before executing; retrying with backoff');
+      return 'retry';
+    }
+  }
+
+  private observeKey(): string {
+    const s = this.store.state.settings;
+    return `${s.interfaceName}\0${s.routingTable}\0${workloadPrefixOf(this.store.snapshot())}`;
+  }
+
+  private async observeNow(): Promise<void> {
+    const s = this.store.state.settings;
+    const key = this.observeKey();
+    const o = await observe({
+      interfaceName: s.interfaceName,
+      table: s.routingTable,
+      workloadInterfacePrefix: workloadPrefixOf(this.store.snapshot()),
+      run: this.run,
+      ...(this.opts.sysctlRoot !== undefined ? { sysctlRoot: this.opts.sysctlRoot } : {}),
+    });
+    this.stats.observations++;
+    this.observed = o;
+    this.observedFor = key;
+    this.needFull = true;
+  }
+
+  /** Re-reads the peers only (`wg show IF dump`): handshakes and counters, and peers changed behind us. */
+  private async pollPeers(): Promise<void> {
+    this.pollDue = false;
+    const o = this.observed;
+    if (o === null || o.device === null) return;
+    const r = await this.run('wg', ['show', o.device.name, 'dump']);
+    this.stats.peerPolls++;
+    if (r.exitCode !== 0) throw new Error(`wg show ${o.device.name} dump exited ${r.exitCode}: ${r.stderr.trim()}`);
+    const dump = parseWgDump(r.stdout, `wg show ${o.device.name} dump`);
+    let same = dump.peers.size === o.peers.size;
+    if (same) {
+      for (const [k, p] of dump.peers) {
+        const q = o.peers.get(k);
+        if (q === undefined || q.endpoint !== p.endpoint || q.allowedIPs.length !== p.allowedIPs.length || q.allowedIPs.some((ip, i) => ip !== p.allowedIPs[i])) { same = false; break; }
+      }
+    }
+    this.observed = { ...o, peers: dump.peers };
+    if (!same) this.needFull = true; // someone changed the peers: plan them all
+  }
+
+  private hostFacts(): HostFacts {
+    return { underlayMtu: this.observed?.underlayMtu ?? null, publicKey: this.key!.publicKey };
+  }
+
+  /** (Re)builds the index when the cluster or the host facts changed. False: no desired state (error). */
+  private ensureIndex(): boolean {
+    const host = this.hostFacts();
+    if (!this.indexStale && this.index !== null && this.builtMtu === host.underlayMtu) return true;
+    this.scopeRoutes.clear();
+    this.scopePeers.clear();
+    this.needFull = true;
+    this.indexStale = false;
+    this.builtMtu = host.underlayMtu;
+    const t0 = this.now();
+    const r = buildDesiredIndex(this.store.snapshot(), this.opts.node, host);
+    this.stats.indexBuilds++;
+    if (E.isLeft(r)) {
+      this.index = null;
+      if (this.indexError !== r.left.message) this.log.error({ err: r.left.message }, 'no desired state; the dataplane is left as it is');
+      this.indexError = r.left.message;
+      this.lastError = r.left.message;
+      this.metrics.errors.inc({ kind: 'desired' });
+      this.indexStale = true; // try again on the next change
+      return false;
+    }
+    this.indexError = null;
+    this.index = r.right;
+    this.log.debug({ ms: this.now() - t0 }, 'desired index built');
+    return true;
+  }
+
+  private desired(): DesiredDataplane {
+    const ix = this.index!;
+    return ix.kind === 'disabled' ? ix : desiredOf(ix);
+  }
+
+  private async step(st: Step): Promise<'ok' | 'retry'> {
+    const observed = this.observed!;
+    const d = this.desired();
+    const scoped = st.kind === 'scoped';
+    const p = scoped ? planScoped(d, observed, { routes: this.scopeRoutes, peers: this.scopePeers }) : fullPlan(d, observed);
+    if (scoped) this.stats.scopedPlans++;
+    else this.stats.fullPlans++;
+    this.scopeRoutes.clear();
+    this.scopePeers.clear();
+    this.needFull = false;
+    this.lastPlan = { kind: st.kind, plan: p };
+    const byKind = countKinds(p.ops);
+    const finish = (result: LastReconcile['result'], applied: number, error: string | null) => {
+      const durationMs = this.now() - st.started;
+      this.metrics.reconcileDuration.observe({ kind: st.kind }, durationMs / 1000);
+      this.lastReconcile = { kind: st.kind, time: new Date(this.now()).toISOString(), durationMs, result, planned: p.ops.length, applied, byKind: Object.fromEntries(byKind), error };
+      return durationMs;
+    };
+    if (p.blocked.length > 0) {
+      const msg = `blocked: ${p.blocked.join('; ')}`;
+      finish('blocked', 0, msg);
+      if (this.lastError !== msg) this.log.error({ blocked: p.blocked }, 'nothing may be done on this node');
+      this.lastApply = 'blocked';
+      this.lastError = msg;
+      this.pendingOps = 0;
+      this.metrics.errors.inc({ kind: 'blocked' });
+      this.observed = null;
+      this.needFull = true;
+      return 'retry';
+    }
+    if (p.ops.length === 0) {
+      finish('ok', 0, null);
+      this.succeeded();
+      return 'ok';
+    }
+    const result = await execute(p.ops, { backend: this.opts.backend, privateKey: () => this.key!.privateKey(), run: this.run });
+    this.stats.executions++;
+    this.metrics.executions.inc();
+    const done = p.ops.slice(0, result.applied);
+    this.stats.opsApplied += done.length;
+    this.metrics.countOps(countKinds(done));
+    if (st.kind === 'resync') {
+      // A resync runs after pending cluster changes were applied: whatever it needs is drift.
+      this.stats.driftRepairs += done.length;
+      this.metrics.driftRepairs.inc(done.length);
+    }
+    if (result.kind === 'failed') {
+      const msg = `operation ${result.applied + 1} of ${p.ops.length} (${result.failed.kind}) failed: ${result.message}`;
+      const durationMs = finish('failed', done.length, msg);
+      this.lastApply = 'failed';
+      this.lastError = msg;
+      this.pendingOps = p.ops.length - done.length;
+      this.metrics.errors.inc({ kind: 'execute' });
+      this.log.error({ kind: st.kind, planned: p.ops.length, applied: done.length, durationMs, err: msg }, 'apply failed; re-observing and retrying with backoff');
+      this.observed = null;
+      this.needFull = true;
+      return 'retry';
+    }
+    const durationMs = finish('ok', done.length, null);
+    this.advanceModel(observed, done);
+    this.log.info({ kind: st.kind, ops: done.length, byKind: Object.fromEntries(byKind), durationMs, ...(st.kind === 'resync' ? { drift: done.length } : {}) }, 'applied plan');
+    this.succeeded();
+    return 'ok';
+  }
+
+  /** The model after the executed operations: applied to the observation when that is cheap, else a
+   *  fresh observation is asked for (the model copies the route map per route operation). */
+  private advanceModel(observed: ObservedDataplane, ops: readonly Operation[]): void {
+    const routeOps = ops.reduce((n, op) => n + (op.kind.startsWith('route-') ? 1 : 0), 0);
+    if (routeOps * (observed.routes.size + 1) > 2_000_000) {
+      this.observed = null;
+      return;
+    }
+    const r = applyPlan(observed, ops);
+    if (E.isLeft(r)) {
+      this.log.warn({ err: r.left.message }, 'the kernel model disagrees with the executed plan; re-observing');
+      this.observed = null;
+      return;
+    }
+    this.observed = r.right;
+  }
+
+  private succeeded(): void {
+    this.lastApply = 'ok';
+    this.lastError = null;
+    this.pendingOps = 0;
+    this.lastSuccessAt = this.now();
+    this.metrics.lastSuccess.set(this.lastSuccessAt / 1000);
+    if (!this.firstApplyOk) {
+      this.firstApplyOk = true;
+      this.metrics.ready.set(1);
+      this.log.info('first apply done; ready');
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // After each cycle: key publication, status, bootstrap polling
+
+  private afterCycle(): void {
+    if (this.stopped) return;
+    this.maybePublishKey();
+    this.maybePublishStatus();
+    this.scheduleStatusFile();
+    this.schedulePoll();
+  }
+
+  private track<T>(p: Promise<T>): void {
+    const q = p.finally(() => this.background.delete(q));
+    this.background.add(q);
+  }
+
+  private maybePublishKey(): void {
+    if (this.publishing !== null || this.index === null || this.lastApply !== 'ok') return;
+    const own = this.store.node(this.opts.node);
+    if (own === undefined) return;
+    const o = this.observed;
+    let want: WgKey | null | undefined;
+    if (this.index.kind === 'disabled') {
+      if (o !== null && o.device === null && own.publicKey !== null) want = null;
+    } else if (o !== null && o.device !== null && o.device.publicKey === this.key!.publicKey && own.publicKey !== this.key!.publicKey) {
+      want = this.key!.publicKey;
+    }
+    if (want === undefined) return;
+    const last = this.lastKeyAttempt;
+    const retryMs = this.opts.publishRetryMs ?? 10_000;
+    if (last !== null && last.value === want && last.own === own && this.now() - last.at < retryMs) {
+      // Published already and the Node has not changed since: give the source time to show it.
+      if (this.publishTimer === null) {
+        this.publishTimer = setTimeout(() => { this.publishTimer = null; this.loop.kick(); }, retryMs - (this.now() - last.at));
+      }
+      return;
+    }
+    this.lastKeyAttempt = { value: want, own, at: this.now() };
+    const value = want;
+    this.publishing = (async () => {
+      try {
+        await this.opts.source.publishKey(this.opts.node, value);
+        this.stats.keyPublications++;
+        this.log.info({ publicKey: value, restored: own.publicKey !== null && value !== null }, value === null ? 'published key cleared' : 'public key published');
+      } catch (err) {
+        this.metrics.errors.inc({ kind: 'publish-key' });
+        this.log.warn({ err: errMsg(err) }, 'publishing the key failed; retrying');
+        this.lastKeyAttempt = { value, own, at: this.now() };
+        if (this.publishTimer === null && !this.stopped) {
+          this.publishTimer = setTimeout(() => { this.publishTimer = null; this.lastKeyAttempt = null; this.loop.kick(); }, this.loop.backoffMs(2));
+        }
+      } finally {
+        this.publishing = null;
+      }
+    })();
+    this.track(this.publishing);
+  }
+
+  publishedStatus(): PublishedStatus {
+    const o = this.observed;
+    let allowed = 0, hs = 0;
+    if (o !== null) for (const p of o.peers.values()) { allowed += p.allowedIPs.length; if (p.latestHandshake > 0) hs++; }
+    return {
+      time: new Date(this.now()).toISOString(),
+      device: o?.device?.name ?? null,
+      mtu: o?.device?.mtu ?? null,
+      peers: o?.peers.size ?? 0,
+      peersWithHandshake: hs,
+      allowedIPs: allowed,
+      pendingOps: this.pendingOps,
+      lastApply: this.lastApply === 'blocked' ? 'failed' : this.lastApply,
+      lastError: this.lastError,
+    };
+  }
+
+  private maybePublishStatus(): void {
+    if (this.statusPublishing) return;
+    const st = this.publishedStatus();
+    const { time: _t, ...rest } = st;
+    const key = JSON.stringify(rest);
+    if (key === this.lastStatusKey) return;
+    const wait = (this.opts.statusMinIntervalMs ?? 10_000) - (this.now() - this.lastStatusAt);
+    if (wait > 0) {
+      if (this.statusTimer === null) this.statusTimer = setTimeout(() => { this.statusTimer = null; this.maybePublishStatus(); }, wait);
+      return;
+    }
+    this.statusPublishing = true;
+    this.lastStatusAt = this.now();
+    this.track(
+      this.opts.source.publishStatus(this.opts.node, st).then(
+        () => { this.lastStatusKey = key; this.stats.statusPublications++; },
+        (err) => { this.metrics.errors.inc({ kind: 'publish-status' }); this.log.warn({ err: errMsg(err) }, 'publishing the status failed'); },
+      ).finally(() => { this.statusPublishing = false; }),
+    );
+  }
+
+  private scheduleStatusFile(): void {
+    const wait = 1000 - (this.now() - this.lastStatusFileAt);
+    if (wait <= 0) {
+      this.lastStatusFileAt = this.now();
+      this.track(this.writeStatusFile().catch((err) => { this.metrics.errors.inc({ kind: 'status-file' }); this.log.warn({ err: errMsg(err) }, 'writing status.json failed'); }));
+    } else if (this.statusFileTimer === null) {
+      this.statusFileTimer = setTimeout(() => { this.statusFileTimer = null; if (!this.stopped) this.scheduleStatusFile(); }, wait);
+    }
+  }
+
+  private schedulePoll(): void {
+    if (this.pollTimer !== null || this.index === null || this.index.kind === 'disabled') return;
+    const o = this.observed;
+    if (o === null || o.device === null) return;
+    let bootstrap = false;
+    for (const p of o.peers.values()) if (p.latestHandshake === 0) { bootstrap = true; break; }
+    if (!bootstrap) return;
+    this.pollTimer = setTimeout(() => {
+      this.pollTimer = null;
+      this.pollDue = true;
+      this.loop.kick(true);
+    }, this.opts.bootstrapPollMs ?? 2000);
+  }
+
+  private armResync(): void {
+    if (this.resyncTimer !== null || this.stopped) return;
+    const ms = this.opts.resyncIntervalMs ?? this.store.state.settings.resyncInterval * 1000;
+    this.resyncTimer = setTimeout(() => {
+      this.resyncTimer = null;
+      this.requestResync();
+      this.armResync();
+    }, ms);
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Status
+
+  private peerSamples(): PeerSample[] {
+    const o = this.observed;
+    if (o === null) return [];
+    const ix = this.index;
+    const out: PeerSample[] = [];
+    for (const p of o.peers.values()) {
+      const dp = ix !== null && ix.kind === 'index' ? ix.peers.get(p.publicKey) : undefined;
+      out.push({ node: dp?.node ?? 'unknown', publicKey: p.publicKey, latestHandshake: p.latestHandshake, rxBytes: p.rxBytes, txBytes: p.txBytes, allowedIPs: p.allowedIPs.length });
+    }
+    return out;
+  }
+
+  status(): StatusFile {
+    const o = this.observed;
+    const ix = this.index;
+    const own = this.store.node(this.opts.node);
+    const problems = ix !== null && ix.kind === 'index' ? desiredOf(ix).problems.map(problemText) : [];
+    if (this.indexError !== null) problems.unshift(this.indexError);
+    return {
+      version: 1,
+      node: this.opts.node,
+      time: new Date(this.now()).toISOString(),
+      source: this.opts.source.description,
+      synced: this.store.synced,
+      ready: this.ready().ok,
+      wireguard: ix === null ? 'unknown' : ix.kind === 'disabled' ? 'disabled' : 'enabled',
+      disabledWhy: ix !== null && ix.kind === 'disabled' ? ix.why : null,
+      lastApply: this.lastApply,
+      lastError: this.lastError,
+      lastSuccess: this.lastSuccessAt === null ? null : new Date(this.lastSuccessAt).toISOString(),
+      lastReconcile: this.lastReconcile,
+      pendingOps: this.pendingOps,
+      publicKey: this.key?.publicKey ?? ('' as WgKey),
+      keyPublished: own !== undefined && this.key !== null && own.publicKey === this.key.publicKey,
+      device: o?.device ? { name: o.device.name, mtu: o.device.mtu, up: o.device.up, listenPort: o.device.listenPort, publicKey: o.device.publicKey } : null,
+      routes: o?.routes.size ?? 0,
+      peers: this.peerSamples().map((p) => ({
+        node: p.node, publicKey: p.publicKey, endpoint: o?.peers.get(p.publicKey)?.endpoint ?? null, allowedIPs: p.allowedIPs,
+        latestHandshake: p.latestHandshake, rxBytes: p.rxBytes, txBytes: p.txBytes,
+      })),
+      problems,
+      counters: { ...this.stats },
+    };
+  }
+
+  private async writeStatusFile(): Promise<void> {
+    const file = path.join(this.opts.stateDir, STATUS_FILE);
+    const tmp = `${file}.tmp-${process.pid}`;
+    await fs.writeFile(tmp, JSON.stringify(this.status(), null, 2) + '\n', { mode: 0o644 });
+    await fs.rename(tmp, file);
+  }
+
+  // -------------------------------------------------------------------------------------------------
+
+  /** Removes everything wgplane owns (as `wgplane cleanup`), observing and repeating up to 3 times. */
+  private async teardown(): Promise<void> {
+    const s: Settings = this.store.state.settings;
+    const d: DesiredDisabled = { kind: 'disabled', node: this.opts.node, why: 'setting', interfaceName: s.interfaceName, table: s.routingTable, problems: [] };
+    const body = async () => {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        await this.observeNow();
+        const p = fullPlan(d, this.observed!);
+        if (p.blocked.length > 0) throw new Error(`clean-up blocked: ${p.blocked.join('; ')}`);
+        if (p.ops.length === 0) return;
+        const r = await execute(p.ops, { backend: this.opts.backend, privateKey: () => this.key!.privateKey(), run: this.run });
+        this.stats.executions++;
+        this.log.info({ ops: r.applied, result: r.kind }, 'clean-up plan executed');
+      }
+      throw new Error('clean-up did not converge after 3 attempts');
+    };
+    if (this.opts.lock ?? true) await withLock(this.opts.stateDir, body);
+    else await body();
+  }
+}
