@@ -14,6 +14,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { parseAllDocuments } from 'yaml';
 import { type DecodeError, type SourceDocument, decodeObjects, formatDecodeError } from '../core/decode.js';
 import type { ClusterSnapshot } from '../core/model.js';
+import { mergePublications } from './publication.js';
 
 export type { DecodeError, SourceDocument } from '../core/decode.js';
 
@@ -111,7 +112,7 @@ function decodeDocuments(docs: readonly SourceDocument[]): ClusterSnapshot {
   return r.right;
 }
 
-async function listManifests(dir: string): Promise<string[]> {
+export async function listManifests(dir: string): Promise<string[]> {
   const out: string[] = [];
   const walk = async (d: string): Promise<void> => {
     const entries = await readdir(d, { withFileTypes: true });
@@ -173,5 +174,12 @@ export async function readDocuments(path: string): Promise<SourceDocument[]> {
 
 /** Reads a snapshot from a file, a directory or `-` (stdin). Throws SnapshotError naming every problem. */
 export async function readSnapshot(path: string): Promise<ClusterSnapshot> {
-  return decodeDocuments(await readDocuments(path));
+  return decodeDocuments(withPublications(await readDocuments(path)));
+}
+
+/** Merges the dir source's node publications (adapters/publication.ts) onto their Nodes. */
+export function withPublications(docs: readonly SourceDocument[]): SourceDocument[] {
+  const r = mergePublications(docs);
+  if (E.isLeft(r)) throw new SnapshotError(r.left);
+  return r.right;
 }
