@@ -9,6 +9,9 @@ import { registerPlan } from './plan.js';
 import { registerApply } from './apply.js';
 import { registerObserve } from './observe.js';
 import { registerKey } from './key.js';
+import { registerLab } from './lab.js';
+import { registerVerify } from './verify.js';
+import { registerGraph } from './graph.js';
 
 const program = new Command();
 program
@@ -22,6 +25,9 @@ registerPlan(program);
 registerApply(program);
 registerObserve(program);
 registerKey(program);
+registerLab(program);
+registerVerify(program);
+registerGraph(program);
 
 /** Errors whose message says everything (no stack trace): bad input, a refused operation. */
 function isExpected(err: unknown): boolean {
