@@ -7,7 +7,10 @@
 // The private key is only ever written to `wg`'s stdin; it never appears in argv, files or messages.
 import { familyOf, type Cidr, type Family } from '../core/ip.js';
 import type { WgKey } from '../core/key.js';
-import { OWNERSHIP, type FirewallChain, type Operation, type Route, type Rule } from '../core/model.js';
+import { OWNERSHIP, type FirewallChain, type ObservedDataplane, type Operation, type Route, type Rule } from '../core/model.js';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import type { Backend } from './backend.js';
 import { defaultRunner, type RunResult, type Runner } from './run.js';
 
@@ -20,6 +23,9 @@ export interface ExecEnv {
   /** The node's private key (base64), read only when a device-configure operation needs it. */
   readonly privateKey: () => Promise<string>;
   readonly run?: Runner;
+  /** The kernel state the plan was made against. When given, a peer update that adds allowed IPs takes the
+   *  peer's current list from here instead of reading every peer's list back from the kernel. */
+  readonly observed?: ObservedDataplane;
 }
 
 /** A valid public key with no known private key: removed allowed IPs are parked on it, then it is removed. */
@@ -85,7 +91,7 @@ const keepaliveArg = (n: number) => (n > 0 ? String(n) : 'off');
  *    one peer only), which is removed afterwards: the peer's other IPs are never touched;
  *  - endpoint/keepalive of an update without added IPs: `wg set X peer K endpoint E persistent-keepalive N`
  *    (no allowed-ips argument: the list is kept). */
-function peerSection(op: Operation, current: ReadonlyMap<string, readonly Cidr[]>): { conf: string[]; set: string[]; throwaway: boolean } {
+function peerSection(op: Operation, current: ReadonlyMap<string, readonly Cidr[]>, claimed: ReadonlyMap<string, string>): { conf: string[]; set: string[]; throwaway: boolean } {
   const conf: string[] = [];
   const set: string[] = [];
   if (op.kind === 'peer-add') {
@@ -99,7 +105,11 @@ function peerSection(op: Operation, current: ReadonlyMap<string, readonly Cidr[]
   if (op.addAllowedIPs.length > 0) {
     const removed = new Set<string>(op.removeAllowedIPs);
     const list = new Set<string>();
-    for (const ip of current.get(op.publicKey) ?? []) if (!removed.has(ip)) list.add(ip);
+    for (const ip of current.get(op.publicKey) ?? []) {
+      // An IP that another peer of this step takes (a pod IP moving between nodes) must not come back here.
+      const taker = claimed.get(ip);
+      if (!removed.has(ip) && (taker === undefined || taker === op.publicKey)) list.add(ip);
+    }
     for (const ip of op.addAllowedIPs) list.add(ip);
     conf.push('[Peer]', `PublicKey = ${op.publicKey}`);
     if (op.endpoint) conf.push(`Endpoint = ${op.endpoint}`);
@@ -276,25 +286,48 @@ async function currentAllowedIPs(run: Runner, device: string): Promise<Map<strin
   return m;
 }
 
-async function runPeerConf(run: Runner, step: Extract<Step, { kind: 'peer-conf' }>): Promise<StepOutcome> {
+/** Runs `wg addconf DEVICE FILE` with the config in a private temporary file (one process; peer configs
+ *  hold public keys only, never the private key). */
+async function wgAddconf(run: Runner, device: string, conf: string): Promise<RunResult> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'wgplane-'));
+  try {
+    const file = path.join(dir, 'peers.conf');
+    await writeFile(file, conf, { mode: 0o600 });
+    return await run('wg', ['addconf', device, file]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function runPeerConf(run: Runner, step: Extract<Step, { kind: 'peer-conf' }>, observed: ObservedDataplane | undefined): Promise<StepOutcome> {
   const many = (m: string) => (step.ops.length > 1 ? `${m} (one of ${step.ops.length} peer operations given to wg at once)` : m);
   let current: ReadonlyMap<string, readonly Cidr[]> = new Map();
-  if (step.ops.some((o) => o.kind === 'peer-update' && o.addAllowedIPs.length > 0)) {
+  const adds = step.ops.filter((o) => o.kind === 'peer-update' && o.addAllowedIPs.length > 0);
+  if (adds.length > 0 && observed && observed.device?.name === step.device) {
+    const m = new Map<string, readonly Cidr[]>();
+    for (const o of adds) m.set((o as { publicKey: string }).publicKey, observed.peers.get((o as { publicKey: WgKey }).publicKey)?.allowedIPs ?? []);
+    current = m;
+  } else if (adds.length > 0) {
     const c = await currentAllowedIPs(run, step.device);
     if (typeof c === 'string') return { ok: false, done: 0, message: many(c) };
     current = c;
+  }
+  const claimed = new Map<string, string>();
+  for (const op of step.ops) {
+    if (op.kind === 'peer-add') for (const ip of op.peer.allowedIPs) claimed.set(ip, op.peer.publicKey);
+    else if (op.kind === 'peer-update') for (const ip of op.addAllowedIPs) claimed.set(ip, op.publicKey);
   }
   const conf: string[] = [];
   const sets: string[][] = [];
   let throwaway = false;
   for (const op of step.ops) {
-    const s = peerSection(op, current);
+    const s = peerSection(op, current, claimed);
     conf.push(...s.conf);
     if (s.set.length > 0) sets.push(s.set);
     throwaway ||= s.throwaway;
   }
   if (conf.length > 0) {
-    const r = await runPiped(run, 'wg', ['addconf', step.device, '/dev/stdin'], conf.join('\n') + '\n');
+    const r = await wgAddconf(run, step.device, conf.join('\n') + '\n');
     if (r.exitCode !== 0) return { ok: false, done: 0, message: many(msgOf(r)) };
   }
   if (throwaway) {
@@ -352,7 +385,7 @@ export async function execute(ops: readonly Operation[], env: ExecEnv): Promise<
         case 'ip': out = await runIp(run, step); break;
         case 'link-create': out = await runLinkCreate(run, env.backend, step.op); break;
         case 'device-configure': out = await runDeviceConfigure(run, env, step.op); break;
-        case 'peer-conf': out = await runPeerConf(run, step); break;
+        case 'peer-conf': out = await runPeerConf(run, step, env.observed); break;
         case 'peer-remove': out = await runPeerRemove(run, step); break;
         case 'firewall': out = await runFirewall(run, step); break;
         case 'sysctl': out = await runSysctl(run, step); break;

@@ -45,7 +45,7 @@ export async function reconcile(env: ReconcileEnv): Promise<ReconcileOutcome> {
     if (attempt > attempts) break;
     env.onPlan?.(p, d, attempt);
     const ops = env.stopAfter !== undefined ? p.ops.slice(0, env.stopAfter) : p.ops;
-    const result = await execute(ops, { backend: env.backend, privateKey: env.privateKey, ...(env.run ? { run: env.run } : {}) });
+    const result = await execute(ops, { backend: env.backend, privateKey: env.privateKey, observed, ...(env.run ? { run: env.run } : {}) });
     env.onResult?.(result, p, attempt);
     applied.push(...ops.slice(0, result.applied));
     if (result.kind === 'failed') {
