@@ -9,9 +9,12 @@ import { registerPlan } from './plan.js';
 import { registerApply } from './apply.js';
 import { registerObserve } from './observe.js';
 import { registerKey } from './key.js';
+import { registerDaemon } from './daemon.js';
 import { registerLab } from './lab.js';
 import { registerVerify } from './verify.js';
 import { registerGraph } from './graph.js';
+import { registerStatus } from './status.js';
+import { registerEnable } from './enable.js';
 
 const program = new Command();
 program
@@ -25,9 +28,12 @@ registerPlan(program);
 registerApply(program);
 registerObserve(program);
 registerKey(program);
+registerDaemon(program);
 registerLab(program);
 registerVerify(program);
 registerGraph(program);
+registerStatus(program);
+registerEnable(program);
 
 /** Errors whose message says everything (no stack trace): bad input, a refused operation. */
 function isExpected(err: unknown): boolean {
