@@ -36,11 +36,9 @@ export function chooseMtu(input: MtuInput): MtuChoice {
   const overhead = input.ipv6Endpoint ? OVERHEAD_IPV6 : OVERHEAD_IPV4;
   const aksExtra = input.aks && input.hostEncryption ? AKS_HOST_ENCRYPTION_EXTRA : 0;
   const mtu = host - overhead - aksExtra;
-  const hostWords = known ? `host MTU ${host} (smallest up underlay interface)` : `host MTU ${host} (assumed: the underlay MTU is unknown)`;
-  const overheadWords = input.ipv6Endpoint
-    ? `${OVERHEAD_IPV6} for IPv6 + UDP + WireGuard headers (an endpoint is IPv6)`
-    : `${OVERHEAD_IPV4} for IPv4 + UDP + WireGuard headers (all endpoints are IPv4)`;
-  const aksWords = aksExtra ? ` - ${aksExtra} because the Azure fabric fragments above 1400 bytes (AKS with host encryption)` : '';
+  const hostWords = known ? `${host} (underlay)` : `${host} (underlay MTU unknown: assumed)`;
+  const overheadWords = input.ipv6Endpoint ? `${OVERHEAD_IPV6} (IPv6 + UDP + WireGuard)` : `${OVERHEAD_IPV4} (IPv4 + UDP + WireGuard)`;
+  const aksWords = aksExtra ? ` - ${aksExtra} (AKS with host encryption: the Azure fabric fragments above 1400)` : '';
   return {
     mtu,
     reason: `${hostWords} - ${overheadWords}${aksWords} = ${mtu}`,

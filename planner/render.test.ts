@@ -35,7 +35,7 @@ Sysctls:
   ~ net.ipv4.conf.all.src_valid_mark = 1 (now 0)  # setting hostEncryption
 
 Device:
-  ~ link wireguard.wgp mtu 1420 -> 1340  # setting mtu: AKS with host encryption
+  ~ link wireguard.wgp mtu 1420 -> 1340  # AKS with host encryption
 
 Peers:
   ~ peer AAAAbbbb… node aks-nodepool1-vmss000002: + allowed IPs 10.224.0.7/32 (1 moving from peer ZZZZyyyy…)  # node aks-nodepool1-vmss000002

@@ -47,7 +47,7 @@ export function originText(o: Origin): string {
     case 'node-ip': return `address of node ${o.node}`;
     case 'tunnel-address': return `tunnel address of node ${o.node}`;
     case 'peer': return `node ${o.node}`;
-    case 'setting': return o.detail === undefined ? `setting ${o.setting}` : `setting ${o.setting}: ${o.detail}`;
+    case 'setting': return o.detail === undefined ? `setting ${o.setting}` : o.detail;
     case 'unowned': return o.detail;
     case 'conflict': return `${o.ip} claimed by nodes ${o.nodes.join(', ')}`;
   }
@@ -62,6 +62,7 @@ function causeText(cause: ThrowCause, node: NodeName | null): string {
     case 'no-endpoint': return `${n} has no usable address`;
     case 'disabled': return `${n} has WireGuard disabled`;
     case 'conflict': return 'claimed by more than one node';
+    case 'no-handshake': return `${n} has not completed a WireGuard handshake yet (host traffic stays in clear until it does)`;
   }
 }
 
