@@ -2,13 +2,18 @@
 // Every wait is on an event or a request with a deadline; nothing sleeps to synchronise.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import type { WgKey } from '../../core/key.js';
 import type { NodeName, PodKey } from '../../core/model.js';
 import { StandinApiServer, type StandinRequest } from '../../testing/standin-apiserver.js';
-import { generateKey } from '../../testing/generate.js';
+import { generateCluster, generateKey, nodeNames, setNodeKey } from '../../testing/generate.js';
+import { Lab, kernelTestSkipReason } from '../../testing/netns.js';
+import { Engine } from '../daemon/engine.js';
+import { createLogger } from '../log.js';
+import { runChecked } from '../run.js';
 import { createKubeSource, loadKubeConfig } from './kube.js';
 import type { ClusterEvent, ClusterSource } from './source.js';
 
@@ -503,5 +508,76 @@ describe('kube source configuration', () => {
     const r = loadKubeConfig({ node: 'n1' as NodeName, env: { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443', KUBECONFIG: '/nonexistent' }, serviceAccountDir: dir });
     assert.equal(r.kc.getCurrentCluster()!.server, 'https://10.96.0.1:443');
     assert.match(r.description, /^kube \(in-cluster/);
+  });
+});
+
+// The daemon engine (real kernel in a namespace, wireguard-go) fed by the kube source through the stand-in:
+// the agent publishes its key with a merge patch after its device exists, and restores the annotation after
+// someone removes or changes it on the API server.
+const kernelSkip = kernelTestSkipReason();
+describe('daemon engine with the kube source (stand-in API server, real kernel)', { skip: kernelSkip ?? false, timeout: 120_000 }, () => {
+  const lab = new Lab('wgpk');
+  const gen = generateCluster({ nodes: 3, podsPerNode: 2, flavor: 'aks', seed: 21 });
+  const local = nodeNames(gen)[0]!;
+  const cluster = setNodeKey(gen, local, null);
+  let server: StandinApiServer;
+  let engine: Engine;
+  let stateDir: string;
+
+  before(async () => {
+    if (kernelSkip) return;
+    const ns = await lab.namespace();
+    const ip = cluster.snapshot.nodes.get(local)!.addresses[0]!.address;
+    await runChecked(ns.run, 'ip', ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0peer']);
+    await runChecked(ns.run, 'ip', ['link', 'set', 'eth0peer', 'up']);
+    await runChecked(ns.run, 'ip', ['address', 'add', `${ip}/12`, 'dev', 'eth0']);
+    await runChecked(ns.run, 'ip', ['link', 'set', 'eth0', 'up']);
+    stateDir = mkdtempSync(join(tmpdir(), 'wgpk-state-'));
+    server = await StandinApiServer.start({ objects: cluster.objects });
+    const source = createKubeSource({ kubeconfig: server.kubeconfigPath, node: local, env: {}, tuning: TUNING });
+    const sink = new Writable({ write(_c, _e, cb) { cb(); } });
+    engine = new Engine({
+      node: local, source, stateDir, backend: 'userspace', run: ns.run,
+      log: createLogger({ level: 'warn', destination: sink }),
+      resyncIntervalMs: 600_000, bootstrapPollMs: 300, statusMinIntervalMs: 0, publishRetryMs: 200,
+    });
+  });
+
+  after(async () => {
+    await engine?.stop().catch(() => undefined);
+    await server?.close();
+    await lab.dispose();
+    if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  const annotationOf = () => ((server.get('nodes', local)!.metadata as { annotations?: Record<string, string> }).annotations ?? {})['wgplane.io/public-key'];
+  async function until(what: string, f: () => boolean): Promise<void> {
+    const end = Date.now() + 30_000;
+    while (!f()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for: ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  it('publishes its key, and restores the annotation after someone removes or changes it', async () => {
+    assert.equal(annotationOf(), undefined);
+    await engine.start();
+    await until('the key is published on the stand-in', () => annotationOf() === engine.publicKey);
+    const keyPatches = () => server.requests.filter((r) => r.method === 'PATCH' && r.path === `/api/v1/nodes/${local}` && JSON.stringify(r.body).includes('public-key'));
+    assert.equal(keyPatches().length, 1);
+    assert.equal(keyPatches()[0]!.contentType, 'application/merge-patch+json');
+    assert.deepEqual(keyPatches()[0]!.body, { metadata: { annotations: { 'wgplane.io/public-key': engine.publicKey } } });
+
+    // Someone removes the annotation (a plain update on the server, seen through the watch).
+    const stripped = server.get('nodes', local)!;
+    delete (stripped.metadata as { annotations: Record<string, string> }).annotations['wgplane.io/public-key'];
+    server.put(stripped);
+    await until('the key is restored', () => keyPatches().length === 2 && annotationOf() === engine.publicKey);
+
+    // Someone writes another key.
+    const other = server.get('nodes', local)!;
+    (other.metadata as { annotations: Record<string, string> }).annotations['wgplane.io/public-key'] = generateKey(777);
+    server.put(other);
+    await until('the key is restored again', () => keyPatches().length === 3 && annotationOf() === engine.publicKey);
   });
 });
