@@ -281,6 +281,21 @@ test('patchSettings edits the ConfigMap in place, keeping the file\'s other docu
   assert.equal(await readFile(file, 'utf8'), after);
 });
 
+test('patchSettings keeps the layout of a kubectl-style file (unindented sequences, long lines, anchors)', async (t) => {
+  const dir = await tempDir(t);
+  const file = join(dir, 'podcidr.yaml');
+  const original = await readFile(new URL('../../examples/podcidr.yaml', import.meta.url), 'utf8');
+  await writeFile(file, original);
+  await createDirSource(dir).patchSettings({ listenPort: '51999', persistentKeepalive: '25' });
+  const after = await readFile(file, 'utf8');
+  const removed = original.split('\n').filter((l) => !after.split('\n').includes(l));
+  const added = after.split('\n').filter((l) => !original.split('\n').includes(l));
+  assert.deepEqual(removed, ['    listenPort: "51820"']);
+  assert.deepEqual(added, ['    listenPort: "51999"', '    persistentKeepalive: "25"']);
+  const s = (await readSnapshot(dir)).settings;
+  assert.deepEqual([s.listenPort, s.persistentKeepalive], [51999, 25]);
+});
+
 test('patchSettings inside a List (JSON) and in a new file when no manifest holds the settings', async (t) => {
   const dir = await tempDir(t);
   const json = join(dir, 'all.json');

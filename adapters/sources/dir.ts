@@ -114,6 +114,27 @@ function settingsPathIn(value: unknown): (string | number)[] | null {
   return null;
 }
 
+/** The stringify options that reproduce the operator's layout best (kubectl writes sequences
+ *  unindented, the yaml library indents them by default): a patch must not re-indent the whole file. */
+function yamlStyle(text: string): { indentSeq: boolean; lineWidth: number } {
+  const options = [{ indentSeq: true, lineWidth: 0 }, { indentSeq: false, lineWidth: 0 }, { indentSeq: true, lineWidth: 80 }, { indentSeq: false, lineWidth: 80 }];
+  const lines = new Set(text.split('\n'));
+  let best = options[0]!;
+  let bestScore = -1;
+  for (const o of options) {
+    const out = parseAllDocuments(text);
+    if (!Array.isArray(out)) return best;
+    const printed = out.map((d) => d.toString(o)).join('');
+    if (printed === text) return o;
+    const score = printed.split('\n').filter((l) => lines.has(l)).length;
+    if (score > bestScore) {
+      best = o;
+      bestScore = score;
+    }
+  }
+  return best;
+}
+
 class Dir implements DirSource {
   readonly description: string;
   private readonly files = new Map<string, FileState>();
@@ -444,6 +465,7 @@ class Dir implements DirSource {
         }
         const docs = parseAllDocuments(text);
         if (!Array.isArray(docs)) continue;
+        const style = yamlStyle(text);
         const found = docs.findIndex((d) => d.errors.length === 0 && settingsPathIn(d.toJS()) !== null);
         if (found < 0) continue;
         const doc = docs[found] as Document.Parsed;
@@ -454,7 +476,7 @@ class Dir implements DirSource {
           const old = doc.getIn(path);
           doc.setIn(path, doc.createNode({ ...(isRec(old) ? old : {}), ...data }));
         }
-        await atomicWrite(f, docs.map((d) => d.toString()).join(''), mode);
+        await atomicWrite(f, docs.map((d) => d.toString(style)).join(''), mode);
         return;
       }
       const cm = { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: OWNERSHIP.settingsName, namespace: OWNERSHIP.settingsNamespace }, data: { ...data } };
