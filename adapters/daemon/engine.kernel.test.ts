@@ -61,7 +61,9 @@ describe('daemon engine (real kernel, wireguard-go)', { skip: skip ?? false, tim
   /** The full plan from the engine's view of the cluster against the live kernel (empty = converged). */
   async function pendingOps(e: Engine): Promise<number> {
     const o = await observeNow();
-    const d = desired(e.store.snapshot(), local, { underlayMtu: o.underlayMtu, publicKey: e.publicKey });
+    // as the daemon sees it: with the peers' handshakes (the host-encryption handshake gate)
+    const host = { underlayMtu: o.underlayMtu, publicKey: e.publicKey, handshakes: new Map([...o.peers.values()].map((p) => [p.publicKey, p.latestHandshake])) };
+    const d = desired(e.store.snapshot(), local, host);
     if (E.isLeft(d)) throw new Error(d.left.message);
     return plan(d.right, o).ops.length;
   }
@@ -192,14 +194,14 @@ describe('daemon engine (real kernel, wireguard-go)', { skip: skip ?? false, tim
   });
 
   it('source errors leave the kernel as it is', async () => {
-    const before = await sh(`ip route show table ${T}; ip rule show; wg show all allowed-ips | sort; wg show all endpoints | sort`);
+    const before = await sh(`ip route show table ${T}; ip rule show; wg show ${settings.interfaceName} allowed-ips | sort; wg show ${settings.interfaceName} endpoints | sort`);
     const c0 = engine.stats.cycles;
     for (let i = 0; i < 5; i++) source.emit({ kind: 'error', where: 'watch pods', message: 'connect ECONNREFUSED 10.0.0.1:443' });
     for (let i = 0; i < 10; i++) await tick();
     await engine.idle();
     assert.equal(engine.stats.cycles, c0);
     assert.equal(engine.stats.sourceErrors, 5);
-    assert.equal(await sh(`ip route show table ${T}; ip rule show; wg show all allowed-ips | sort; wg show all endpoints | sort`), before);
+    assert.equal(await sh(`ip route show table ${T}; ip rule show; wg show ${settings.interfaceName} allowed-ips | sort; wg show ${settings.interfaceName} endpoints | sort`), before);
     assert.match((await get('/metrics')).body, /^wgplane_errors_total\{kind="source"\} 5$/m);
   });
 

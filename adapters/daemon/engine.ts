@@ -189,6 +189,7 @@ export class Engine {
   private indexStale = true;
   private indexError: string | null = null;
   private builtMtu: number | null | undefined = undefined;
+  private builtHandshaked = new Set<WgKey>();
   private observed: ObservedDataplane | null = null;
   private observedFor = '';
   private needFull = true;
@@ -423,6 +424,7 @@ export class Engine {
     this.observed = o;
     this.observedFor = key;
     this.needFull = true;
+    this.noteHandshakes();
   }
 
   /** Re-reads the peers only (`wg show IF dump`): handshakes and counters, and peers changed behind us. */
@@ -443,10 +445,30 @@ export class Engine {
     }
     this.observed = { ...o, peers: dump.peers };
     if (!same) this.needFull = true; // someone changed the peers: plan them all
+    this.noteHandshakes();
   }
 
+  /** Host facts: the underlay MTU observed, the stored key, and the peers' latest handshakes (the
+   *  host-encryption handshake gate of core/desired-index.ts keeps a never-handshaked peer's node IPs out
+   *  of the device; HostFacts.handshakes is optional, so the object is built loosely). */
   private hostFacts(): HostFacts {
-    return { underlayMtu: this.observed?.underlayMtu ?? null, publicKey: this.key!.publicKey };
+    const handshakes = new Map<WgKey, number>();
+    if (this.observed !== null) for (const p of this.observed.peers.values()) handshakes.set(p.publicKey, p.latestHandshake);
+    const facts = { underlayMtu: this.observed?.underlayMtu ?? null, publicKey: this.key!.publicKey, handshakes };
+    return facts;
+  }
+
+  /** A peer that handshaked for the first time opens the gate: the index must follow (rebuild). */
+  private noteHandshakes(): void {
+    const ix = this.index as { readonly handshakeGate?: boolean } | null;
+    if (ix === null || ix.handshakeGate !== true || this.observed === null) return;
+    for (const p of this.observed.peers.values()) {
+      if (p.latestHandshake > 0 && !this.builtHandshaked.has(p.publicKey)) {
+        this.log.info({ peer: p.publicKey }, 'first handshake with a peer: its node IPs now go through the device');
+        this.indexStale = true;
+        return;
+      }
+    }
   }
 
   /** (Re)builds the index when the cluster or the host facts changed. False: no desired state (error). */
@@ -458,6 +480,7 @@ export class Engine {
     this.needFull = true;
     this.indexStale = false;
     this.builtMtu = host.underlayMtu;
+    this.builtHandshaked = new Set([...(this.observed?.peers.values() ?? [])].filter((p) => p.latestHandshake > 0).map((p) => p.publicKey));
     const t0 = this.now();
     const r = buildDesiredIndex(this.store.snapshot(), this.opts.node, host);
     this.stats.indexBuilds++;
