@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npx tsc -p tsconfig.json --noEmit
-mapfile -t files < <(find core planner adapters cmd property-tests testing -name '*.test.ts' 2>/dev/null | sort)
+mapfile -t files < <(find core planner adapters cmd property-tests testing deploy -name '*.test.ts' 2>/dev/null | sort)
 if [ "${#files[@]}" -eq 0 ]; then echo "no test files found" >&2; exit 1; fi
 exec node --import tsx --test --test-reporter=spec "${files[@]}"
