@@ -36,3 +36,16 @@ export async function detectBackend(mode: BackendMode, run: Runner = defaultRunn
   if (await userspaceWorks(run)) return 'userspace';
   throw new BackendError(`no WireGuard available: the kernel cannot create a WireGuard device (${k.message}) and wireguard-go is not on PATH`);
 }
+
+/** What `apply` would use, without changing anything (for `plan`): the existing device's kind if there is
+ *  one; else the kernel when its WireGuard module is loaded or loadable (`modprobe -n`), else wireguard-go
+ *  when it is on PATH. */
+export async function predictBackend(mode: BackendMode, existing: 'wireguard' | 'tun' | 'other' | null, run: Runner = defaultRunner): Promise<string> {
+  if (existing === 'wireguard') return 'kernel (existing device)';
+  if (existing === 'tun') return 'userspace wireguard-go (existing device)';
+  if (mode === 'userspace') return 'userspace wireguard-go';
+  const loaded = (await run('sh', ['-c', 'test -d /sys/module/wireguard || modprobe -n -q wireguard'])).exitCode === 0;
+  if (loaded) return 'kernel';
+  if (mode === 'kernel') return 'kernel (not available here: apply will fail)';
+  return (await userspaceWorks(run)) ? 'userspace wireguard-go (no kernel module)' : 'none available (apply will fail)';
+}

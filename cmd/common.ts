@@ -83,7 +83,7 @@ export function describeDesired(d: DesiredDataplane, backend: string | null): st
   const lines = [
     `wgplane plan for node ${d.node}: ${parts.join(', ')}`,
     `device ${d.device.name}: mtu ${d.device.mtu} (${d.device.mtuReason}), port ${d.device.listenPort}, fwmark 0x${d.device.fwmark.toString(16)}, table ${d.table}` +
-      (backend ? `, backend ${backend === 'userspace' ? 'userspace (wireguard-go)' : 'kernel'}` : ''),
+      (backend ? `, backend ${backend === 'userspace' ? 'userspace wireguard-go' : backend}` : ''),
     `${d.peers.size} peers, ${d.routes.size} routes in table ${d.table}`,
   ];
   return lines.join('\n');

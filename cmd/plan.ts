@@ -2,8 +2,9 @@
 import type { Command } from 'commander';
 import { plan as makePlan } from '../planner/plan.js';
 import { readKey } from '../adapters/keystore.js';
+import { predictBackend } from '../adapters/backend.js';
 import { DEFAULT_STATE_DIR, desiredOrFail, loadSnapshot, nodeNameFrom, observeFor, parseObservedMode, workloadPrefix } from './common.js';
-import { outputOption, showPlan, type Output } from './output.js';
+import { backendOption, outputOption, showPlan, type Output } from './output.js';
 
 export function registerPlan(program: Command): void {
   program
@@ -15,7 +16,8 @@ export function registerPlan(program: Command): void {
   .addOption(outputOption())
   .option('--state-dir <dir>', 'where the node key is kept (its public key is read if present)', DEFAULT_STATE_DIR)
   .option('--max-lines <n>', 'show at most N lines per group in text output', (v) => Number(v))
-  .action(async (o: { snapshot: string; node?: string; observed: string; output: Output; stateDir: string; maxLines?: number }) => {
+  .addOption(backendOption())
+  .action(async (o: { snapshot: string; node?: string; observed: string; output: Output; stateDir: string; maxLines?: number; wireguard: 'auto' | 'kernel' | 'userspace' }) => {
     const snapshot = await loadSnapshot(o.snapshot);
     const node = nodeNameFrom(o.node);
     const mode = parseObservedMode(o.observed);
@@ -23,7 +25,8 @@ export function registerPlan(program: Command): void {
     const key = await readKey(o.stateDir).catch(() => null);
     const d = desiredOrFail(snapshot, node, { underlayMtu: observed.underlayMtu, publicKey: key?.publicKey ?? null });
     const p = makePlan(d, observed);
-    showPlan(p, d, o.output, null, o.maxLines);
+    const backend = mode === 'live' ? await predictBackend(o.wireguard, observed.device?.linkKind ?? null) : 'decided by apply (kernel module if present, else wireguard-go)';
+    showPlan(p, d, o.output, backend, o.maxLines);
     process.exitCode = p.blocked.length > 0 ? 1 : p.ops.length > 0 ? 2 : 0;
   });
 }
