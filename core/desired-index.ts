@@ -6,7 +6,32 @@
 // proportional to the pod's IPs, and returns the keys of the routes and peers that changed. The objects
 // it stores (DesiredRoute, DesiredPeer, Origin) are immutable and replaced, never edited, so a caller may
 // keep references to them; the Maps of a view from `desiredOf` are the index's own and follow it.
-// Node events and settings changes are not incremental: rebuild with `buildDesiredIndex`.
+// Node events and settings changes are not incremental: rebuild with `buildDesiredIndex`. A peer's first
+// handshake (host-encryption start-up safety, below) is incremental: `applyHandshakeChange`.
+//
+// HOST-ENCRYPTION START-UP SAFETY (the bootstrap deadlock of FIELD-NOTES). Host traffic (kubelet to an API
+// server on another node, node to node) must never depend on a peer that cannot decrypt us yet: if A
+// encrypts to B before B knows A's key, B drops A's packets, and if the API server sits behind that path B
+// never learns A's key. So, when host encryption is on and the caller gives the peers' handshakes
+// (HostFacts.handshakes: the daemon does, the one-shot CLI does not and behaves as before), a peer that has
+// never handshaked with its current key keeps:
+//   - its pod destinations routed into the device (pod traffic never falls back to clear text);
+//   - its node IPs as `throw` (cause 'no-handshake'): host traffic to it stays in clear, through the main
+//     table, until the first handshake proves the peer can decrypt us. The node IPs stay in the peer's
+//     allowed IPs, so encrypted host traffic from a peer that is already past its handshake is accepted;
+//   - persistentKeepalive 25 (BOOTSTRAP_KEEPALIVE): setting a keepalive makes WireGuard handshake at once
+//     and retry, so the gate opens as soon as both sides know each other's key; the configured keepalive
+//     applies after the first handshake.
+// A restarting agent whose peers have handshaked keeps every route as it is (no gate, no change).
+//
+// THE BULK BUILD. buildDesiredIndex collects every IPv4 /32 claim (pod IPs, node IPs) as a packed number
+// (address * 2^21 + sequence), sorts them once, and walks them in address order: a destination claimed
+// once (the common case) is one Map insertion and no lookup, claims on one address are adjacent (conflicts
+// are found there, and only those take the general path, in their original order), routes are inserted in
+// address order (so the planner finds them sorted) and each peer's allowed IPs come out sorted. Pod IPs
+// inside their own node's pod CIDR (pod-CIDR mode: nearly all of them) make no route: their claims are kept
+// as a list and put into the claims map only when the index first changes (`pending`), so that `desired`
+// for the CLI never builds 550k map entries it does not need.
 import * as E from 'fp-ts/lib/Either.js';
 import { detectAks } from './aks.js';
 import { compareCidr, cidrContains, familyOf, hostCidr, networkHostCidr, type Cidr, type Family, type IP } from './ip.js';
@@ -51,17 +76,31 @@ export type ClaimEntry = Claim | Claim[];
 
 export type NodeStatus =
   | { readonly kind: 'local' }
-  | { readonly kind: 'peer'; readonly publicKey: WgKey; readonly endpoint: string }
+  /** `bootstrap`: host-encryption gate closed, no handshake yet (see the header). */
+  | { readonly kind: 'peer'; readonly publicKey: WgKey; readonly endpoint: string; readonly bootstrap: boolean }
   | { readonly kind: 'throw'; readonly cause: ThrowCause };
+
+/** persistentKeepalive of a peer that has not handshaked yet while the host-encryption gate is on. */
+export const BOOTSTRAP_KEEPALIVE = 25;
 
 export interface NodeState {
   readonly info: NodeInfo;
-  readonly status: NodeStatus;
+  /** Replaced (never edited) by applyHandshakeChange. */
+  status: NodeStatus;
   /** IPv4 pod CIDRs as [network, mask] pairs (pod-CIDR mode only). */
   readonly v4Blocks: readonly number[];
   readonly v6Blocks: readonly Cidr[];
-  /** Destinations routed into this node's peer, unsorted (peers only; mutated by the index). */
-  readonly allowed: Cidr[] | null;
+  /** The peer's allowed IPs, unsorted: destinations routed into this node's peer, and its node IPs held
+   *  back by the handshake gate (peers only; mutated by the index). */
+  allowed: Cidr[] | null;
+  /** `allowed` is also the allowedIPs array of the built peer: copy before mutating. */
+  allowedShared: boolean;
+}
+
+/** Covered pod claims not yet in the claims map (see "The bulk build" in the header). */
+interface PendingCovered {
+  readonly ips: IP[];
+  readonly pods: PodInfo[];
 }
 
 export interface DesiredIndex {
@@ -84,15 +123,21 @@ export interface DesiredIndex {
   readonly selfFamilies: readonly Family[];
   /** Number of routes per family: [IPv4, IPv6]. */
   readonly routeFamilies: [number, number];
+  /** Host encryption is on and the handshakes were given: the handshake gate applies (see the header). */
+  readonly handshakeGate: boolean;
+  /** Covered pod claims not yet in `extra` (null once materialized). */
+  pending: PendingCovered | null;
 }
 
-/** What one pod event changed: route keys (set or removed), peer keys (rebuilt), and whether problems changed. */
+/** What one event changed: route keys (set or removed), peer keys (rebuilt), and whether problems changed.
+ *  Feed `routes` and `peers` to planScoped. */
 export interface PodChange {
   readonly index: DesiredIndex;
   readonly routes: readonly Cidr[];
   readonly peers: readonly WgKey[];
   readonly problems: boolean;
 }
+export type IndexChange = PodChange;
 
 export const DISABLED_LABEL_VALUE = 'disabled';
 
@@ -227,6 +272,7 @@ function entryOf(ix: DesiredIndex, k: Cidr, old: DesiredRoute | undefined): Clai
 
 /** The claims on k (for problems and tests). */
 export function claimsOf(ix: DesiredIndex, k: Cidr): readonly Claim[] {
+  materialize(ix);
   const e = entryOf(ix, k, ix.routes.get(k));
   return e === undefined ? [] : Array.isArray(e) ? e : [e];
 }
@@ -256,6 +302,7 @@ function routeOf(ix: DesiredIndex, k: Cidr, origin: ClaimOrigin, st: NodeState):
   const status = st.status;
   switch (status.kind) {
     case 'peer':
+      if (status.bootstrap && origin.kind === 'node-ip') return { route: { kind: 'throw', dest: k }, origin, cause: 'no-handshake' };
       return { route: { kind: 'device', dest: k, device: ix.settings.interfaceName }, origin };
     case 'local':
       return { route: { kind: 'throw', dest: k }, origin, cause: 'local' };
@@ -289,11 +336,19 @@ export function sameRoute(a: DesiredRoute | undefined, b: DesiredRoute | undefin
   return a.route.kind === b.route.kind && a.route.dest === b.route.dest && a.cause === b.cause && sameOrigin(a.origin, b.origin);
 }
 
-function ownerOfDevice(r: DesiredRoute): NodeName | null {
-  return r.route.kind === 'device' && r.origin.kind !== 'conflict' && 'node' in r.origin ? r.origin.node : null;
+/** The node whose peer lists k among its allowed IPs: routed into the device, or held back by the gate. */
+function allowedOwner(r: DesiredRoute): NodeName | null {
+  if (r.route.kind === 'throw' && r.cause !== 'no-handshake') return null;
+  return r.origin.kind !== 'conflict' && 'node' in r.origin ? r.origin.node : null;
 }
 
-function removeAllowed(a: Cidr[], k: Cidr): void {
+function mutableAllowed(st: NodeState): Cidr[] {
+  if (st.allowedShared) { st.allowed = st.allowed!.slice(); st.allowedShared = false; }
+  return st.allowed!;
+}
+
+function removeAllowed(st: NodeState, k: Cidr): void {
+  const a = mutableAllowed(st);
   const i = a.indexOf(k);
   if (i < 0) return;
   a[i] = a[a.length - 1]!;
@@ -304,18 +359,19 @@ function removeAllowed(a: Cidr[], k: Cidr): void {
 function applyRoute(ix: DesiredIndex, k: Cidr, old: DesiredRoute | undefined, next: DesiredRoute | undefined, st: NodeState | null, dirty: Set<NodeName> | null): void {
   if (sameRoute(old, next)) return;
   const fam = k.includes(':') ? 1 : 0;
+  const sameOwner = old !== undefined && next !== undefined && allowedOwner(old) === allowedOwner(next);
   if (old !== undefined) {
-    const owner = ownerOfDevice(old);
-    if (owner !== null) { removeAllowed(ix.nodes.get(owner)!.allowed!, k); dirty?.add(owner); }
+    const owner = sameOwner ? null : allowedOwner(old);
+    if (owner !== null) { removeAllowed(ix.nodes.get(owner)!, k); dirty?.add(owner); }
     if (old.origin.kind === 'conflict') ix.conflicts.delete(k);
     ix.routeFamilies[fam]--;
   }
   if (next === undefined) ix.routes.delete(k);
   else {
     ix.routes.set(k, next);
-    const owner = ownerOfDevice(next);
+    const owner = sameOwner ? null : allowedOwner(next);
     if (owner !== null) {
-      (st !== null && st.info.name === owner ? st : ix.nodes.get(owner)!).allowed!.push(k);
+      mutableAllowed(st !== null && st.info.name === owner ? st : ix.nodes.get(owner)!).push(k);
       dirty?.add(owner);
     }
     if (next.origin.kind === 'conflict') ix.conflicts.add(k);
@@ -394,15 +450,29 @@ function removePod(ix: DesiredIndex, p: PodInfo, dirty: Set<NodeName> | null): v
   for (const ip of p.ips) unclaimKey(ix, hostCidr(ip), p.key, dirty);
 }
 
-function buildPeer(ix: DesiredIndex, st: NodeState): DesiredPeer | null {
+function buildPeer(ix: DesiredIndex, st: NodeState, sorted: readonly Cidr[] | null = null): DesiredPeer | null {
   if (st.status.kind !== 'peer') return null;
   return {
     node: st.info.name,
     publicKey: st.status.publicKey,
     endpoint: st.status.endpoint,
-    allowedIPs: sortCidrs(st.allowed!),
-    persistentKeepalive: ix.settings.persistentKeepalive,
+    allowedIPs: sorted ?? sortCidrs(st.allowed!),
+    persistentKeepalive: st.status.bootstrap ? BOOTSTRAP_KEEPALIVE : ix.settings.persistentKeepalive,
   };
+}
+
+/** Puts the covered pod claims of the bulk build into the claims map (once, before the first change). */
+function materialize(ix: DesiredIndex): void {
+  const p = ix.pending;
+  if (p === null) return;
+  ix.pending = null;
+  let last: PodInfo | null = null;
+  let claim: CoveredClaim | null = null;
+  for (let i = 0; i < p.ips.length; i++) {
+    const pod = p.pods[i]!;
+    if (pod !== last) { last = pod; claim = { kind: 'covered', origin: { kind: 'pod', pod: pod.key, node: pod.nodeName! } }; }
+    ix.extra.set(hostCidr(p.ips[i]!), claim!);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -478,6 +548,7 @@ export function buildDesiredIndex(
   const ownEp = ownEndpointIP(self);
   let ipv6Endpoint = ownEp !== null && familyOf(ownEp) === 6;
 
+  const handshakeGate = hostEncryption && host.handshakes !== undefined;
   const nodes = new Map<NodeName, NodeState>();
   for (const n of snapshot.nodes.values()) {
     let status: NodeStatus;
@@ -489,12 +560,13 @@ export function buildDesiredIndex(
       const ep = pickEndpointIP(n, selfFamily);
       if (ep === null) { status = { kind: 'throw', cause: 'no-endpoint' }; problems.push({ kind: 'no-endpoint', node: n.name }); }
       else {
-        status = { kind: 'peer', publicKey: n.publicKey, endpoint: endpointOf(ep, s.listenPort) };
+        const bootstrap = handshakeGate && (host.handshakes!.get(n.publicKey) ?? 0) === 0;
+        status = { kind: 'peer', publicKey: n.publicKey, endpoint: endpointOf(ep, s.listenPort), bootstrap };
         if (familyOf(ep) === 6) ipv6Endpoint = true;
       }
     }
     const blocks = routeSource === 'podCIDR' ? blocksOf(n.podCIDRs) : { v4: [], v6: [] };
-    nodes.set(n.name, { info: n, status, v4Blocks: blocks.v4, v6Blocks: blocks.v6, allowed: status.kind === 'peer' ? [] : null });
+    nodes.set(n.name, { info: n, status, v4Blocks: blocks.v4, v6Blocks: blocks.v6, allowed: status.kind === 'peer' ? [] : null, allowedShared: false });
   }
 
   const mtu = chooseMtu({ setting: s.mtu, underlayMtu: host.underlayMtu, ipv6Endpoint, aks, hostEncryption });
@@ -532,32 +604,157 @@ export function buildDesiredIndex(
     staticProblems: problems.sort(compareProblems),
     selfFamilies: [...selfFamilies].sort(),
     routeFamilies: [0, 0],
+    handshakeGate,
+    pending: null,
   };
 
-  // Per-node contributions: pod CIDRs and (with host encryption) node addresses, then pods.
-  for (const st of nodes.values()) {
-    const n = st.info;
-    if (routeSource === 'podCIDR') {
-      const o: ClaimOrigin = { kind: 'pod-cidr', node: n.name };
-      for (const c of n.podCIDRs) claimKey(ix, c, o, st, null);
-    }
-    if (hostEncryption) {
-      const o: ClaimOrigin = { kind: 'node-ip', node: n.name };
-      for (const a of n.addresses) claimKey(ix, hostCidr(a.address), o, st, null);
-    }
-  }
-  for (const p of snapshot.pods.values()) addPod(ix, p, null);
+  const dirty = bulkClaims(ix, snapshot);
   for (const name of [...nodes.keys()].sort()) {
-    const peer = buildPeer(ix, nodes.get(name)!);
-    if (peer !== null) ix.peers.set(peer.publicKey, peer);
+    const st = nodes.get(name)!;
+    if (st.status.kind !== 'peer') continue;
+    // allowed lists only the bulk walk touched are in order already: share them with the peer
+    const sorted = dirty === null || dirty.has(name) ? null : st.allowed!;
+    if (sorted !== null) st.allowedShared = true;
+    const peer = buildPeer(ix, st, sorted)!;
+    ix.peers.set(peer.publicKey, peer);
   }
   return E.right(ix);
+}
+
+/** Claims this many or more take the general path only (the sequence number must fit the packed key). */
+const SEQ = 2 ** 21;
+
+/** All claims of the snapshot (per-node contributions: pod CIDRs and, with host encryption, node
+ *  addresses; then pods), as "The bulk build" in the header says. Returns the nodes whose allowed lists
+ *  the general path touched (to be sorted), or null: all of them. */
+function bulkClaims(ix: DesiredIndex, snapshot: ClusterSnapshot): Set<NodeName> | null {
+  const podCidrMode = ix.facts.routeSource === 'podCIDR';
+  const hostEncryption = ix.facts.hostEncryption;
+  const nodes = ix.nodes;
+  let cap = 0;
+  for (const st of nodes.values()) cap += st.info.podCIDRs.length + st.info.addresses.length;
+  for (const p of snapshot.pods.values()) cap += p.ips.length;
+  if (cap >= SEQ) {
+    for (const st of nodes.values()) {
+      const n = st.info;
+      if (podCidrMode) {
+        const o: ClaimOrigin = { kind: 'pod-cidr', node: n.name };
+        for (const c of n.podCIDRs) claimKey(ix, c, o, st, null);
+      }
+      if (hostEncryption) {
+        const o: ClaimOrigin = { kind: 'node-ip', node: n.name };
+        for (const a of n.addresses) claimKey(ix, hostCidr(a.address), o, st, null);
+      }
+    }
+    for (const p of snapshot.pods.values()) addPod(ix, p, null);
+    return null;
+  }
+
+  // 1. Collect: IPv4 /32 claims into the packed keys; others (IPv6, pod CIDR blocks) in their order.
+  const keys = new Float64Array(cap);
+  const ips: IP[] = [];
+  const refs: (ClaimOrigin | PodInfo)[] = []; // the origin, or for a covered claim the pod
+  const sts: NodeState[] = [];
+  const covered = new Uint8Array(cap);
+  const slow: [Cidr, Claim, NodeState][] = [];
+  let n = 0;
+  const fast = (ip: IP, ref: ClaimOrigin | PodInfo, st: NodeState, isCovered: boolean): void => {
+    keys[n] = v4Num(ip, ip.length) * SEQ + n;
+    ips.push(ip);
+    refs.push(ref);
+    sts.push(st);
+    if (isCovered) covered[n] = 1;
+    n++;
+  };
+  for (const st of nodes.values()) {
+    const info = st.info;
+    if (podCidrMode) {
+      const o: ClaimOrigin = { kind: 'pod-cidr', node: info.name };
+      for (const c of info.podCIDRs) {
+        if (!c.includes(':') && c.endsWith('/32')) fast(c.slice(0, -3) as IP, o, st, false);
+        else slow.push([c, o, st]);
+      }
+    }
+    if (hostEncryption) {
+      const o: ClaimOrigin = { kind: 'node-ip', node: info.name };
+      for (const a of info.addresses) {
+        if (a.address.includes(':')) slow.push([hostCidr(a.address), o, st]);
+        else fast(a.address, o, st, false);
+      }
+    }
+  }
+  for (const p of snapshot.pods.values()) {
+    if (!podCounts(p)) continue;
+    if (p.nodeName === null) { ix.podsWithoutNode.add(p.key); continue; }
+    const st = nodes.get(p.nodeName);
+    if (st === undefined) continue; // a node not (yet) in the snapshot: a node event rebuilds the index
+    let origin: ClaimOrigin | null = null;
+    for (const ip of p.ips) {
+      const isCovered = podCidrMode && inBlocks(st, ip);
+      if (!ip.includes(':')) fast(ip, isCovered ? p : (origin ??= { kind: 'pod', pod: p.key, node: p.nodeName }), st, isCovered);
+      else {
+        origin ??= { kind: 'pod', pod: p.key, node: p.nodeName };
+        slow.push([hostCidr(ip), isCovered ? { kind: 'covered', origin } : origin, st]);
+      }
+    }
+  }
+
+  // 2. Sort and walk in address order.
+  const sorted = keys.subarray(0, n).sort();
+  const dirty = new Set<NodeName>();
+  const pendingIPs: IP[] = [];
+  const pendingPods: PodInfo[] = [];
+  const routes = ix.routes;
+  const device = ix.settings.interfaceName;
+  let added = 0;
+  for (let i = 0; i < n; ) {
+    const addr = Math.floor(sorted[i]! / SEQ);
+    let j = i + 1;
+    while (j < n && Math.floor(sorted[j]! / SEQ) === addr) j++;
+    if (j === i + 1) {
+      const seq = sorted[i]! - addr * SEQ;
+      const st = sts[seq]!;
+      if (covered[seq] === 1) { pendingIPs.push(ips[seq]!); pendingPods.push(refs[seq] as PodInfo); }
+      else {
+        const k = (ips[seq]! + '/32') as Cidr;
+        const origin = refs[seq] as ClaimOrigin;
+        const status = st.status;
+        let r: DesiredRoute;
+        if (status.kind === 'peer' && !(status.bootstrap && origin.kind === 'node-ip')) {
+          r = { route: { kind: 'device', dest: k, device }, origin };
+          st.allowed!.push(k);
+        } else {
+          r = routeOf(ix, k, origin, st);
+          if (r.cause === 'no-handshake') st.allowed!.push(k);
+        }
+        routes.set(k, r);
+        added++;
+      }
+    } else {
+      // several claims on one address: the general path, in the original order
+      for (let m = i; m < j; m++) {
+        const seq = sorted[m]! - addr * SEQ;
+        const ref = refs[seq]!;
+        const claim: Claim = covered[seq] === 1
+          ? { kind: 'covered', origin: { kind: 'pod', pod: (ref as PodInfo).key, node: (ref as PodInfo).nodeName! } }
+          : (ref as ClaimOrigin);
+        claimKey(ix, (ips[seq]! + '/32') as Cidr, claim, sts[seq]!, dirty);
+      }
+    }
+    i = j;
+  }
+  ix.routeFamilies[0] += added;
+  if (pendingIPs.length > 0) ix.pending = { ips: pendingIPs, pods: pendingPods };
+  // 3. The rest (few: pod CIDR blocks, IPv6), in their original order.
+  for (const [k, c, st] of slow) claimKey(ix, k, c, st, dirty);
+  return dirty;
 }
 
 /** Applies one pod event (add: before null; delete: after null; update: both) to the index, in place.
  *  `before` must be the pod as last applied. Returns the keys of the routes whose value changed (set or
  *  removed) and of the peers rebuilt with other allowed IPs; `problems` says the problems may have changed. */
 export function applyPodChange(ix: DesiredIndex, before: PodInfo | null, after: PodInfo | null): PodChange {
+  materialize(ix);
   const olds = new Map<Cidr, DesiredRoute | undefined>();
   let conflictTouched = false;
   for (const p of [before, after]) {
@@ -589,6 +786,45 @@ export function applyPodChange(ix: DesiredIndex, before: PodInfo | null, after: 
   const problems = conflictTouched || withoutNode !== ix.podsWithoutNode.size ||
     (before !== null && after !== null && before.nodeName === null && after.nodeName === null && podCounts(before) !== podCounts(after));
   return { index: ix, routes, peers, problems };
+}
+
+/** A peer's latest handshake as the kernel shows it now (unix seconds, 0 = never). When the handshake gate
+ *  applies (host encryption on, handshakes given at build) and this opens or closes the gate of the node
+ *  holding `key` (first handshake seen; or 0 again, as after the peer was re-created), its node-IP routes
+ *  and its peer (keepalive) are recomputed, in place: O(the node's addresses + its allowed IPs). Returns
+ *  the changed route and peer keys, for planScoped. Otherwise changes nothing. */
+export function applyHandshakeChange(ix: DesiredIndex, key: WgKey, latestHandshake: number): IndexChange {
+  const none: IndexChange = { index: ix, routes: [], peers: [], problems: false };
+  if (!ix.handshakeGate) return none;
+  const dp = ix.peers.get(key);
+  if (dp === undefined) return none;
+  const st = ix.nodes.get(dp.node)!;
+  const status = st.status;
+  const bootstrap = latestHandshake === 0;
+  if (status.kind !== 'peer' || status.bootstrap === bootstrap) return none;
+  materialize(ix);
+  st.status = { ...status, bootstrap };
+  const routes: Cidr[] = [];
+  const seen = new Set<Cidr>();
+  for (const a of st.info.addresses) {
+    const k = hostCidr(a.address);
+    if (seen.has(k)) continue;
+    seen.add(k);
+    const old = ix.routes.get(k);
+    const e = entryOf(ix, k, old);
+    if (e === undefined) continue;
+    const next = routeFor(ix, k, e);
+    if (sameRoute(old, next)) continue;
+    applyRoute(ix, k, old, next, st, null);
+    routes.push(k);
+  }
+  const peer = buildPeer(ix, st)!;
+  const peers: WgKey[] = [];
+  if (peer.persistentKeepalive !== dp.persistentKeepalive || !sameCidrs(peer.allowedIPs, dp.allowedIPs)) {
+    ix.peers.set(key, peer);
+    peers.push(key);
+  }
+  return { index: ix, routes, peers, problems: false };
 }
 
 function sameCidrs(a: readonly Cidr[], b: readonly Cidr[]): boolean {

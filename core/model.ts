@@ -71,6 +71,10 @@ export interface HostFacts {
   readonly underlayMtu: number | null;
   /** This node's public key from the key store, if it has one. */
   readonly publicKey: WgKey | null;
+  /** Latest handshake per peer key in the kernel (unix seconds, 0 = never; a key not in the map counts as
+   *  never). Given by the daemon, absent in the one-shot CLI. With host encryption on, a peer that never
+   *  handshaked keeps its node IPs out of the device (throw, cause 'no-handshake'): see core/desired-index.ts. */
+  readonly handshakes?: ReadonlyMap<WgKey, number>;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -93,7 +97,8 @@ export type ThrowCause =
   | 'shared-key' // the node shares its key with another node
   | 'no-endpoint' // the node has no usable IP address for an endpoint
   | 'disabled' // the node is labelled wgplane.io/wireguard=disabled
-  | 'conflict'; // the IP is claimed by two nodes
+  | 'conflict' // the IP is claimed by two nodes
+  | 'no-handshake'; // host encryption: the node's peer has not handshaked yet (its node IPs stay in clear)
 
 // ---------------------------------------------------------------------------------------------------
 // Dataplane pieces, shared by desired and observed state

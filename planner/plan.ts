@@ -50,7 +50,7 @@ export function plan(desired: DesiredDataplane, observed: ObservedDataplane): Pl
   if (desired.kind === 'disabled') return tearDown(desired, observed);
   const ctx = new Ctx(desired, observed, false);
   let matched = 0;
-  for (const [dest, want] of desired.routes) if (ctx.routeTo(dest, want)) matched++;
+  desired.routes.forEach((want, dest) => { if (ctx.routeTo(dest, want)) matched++; });
   // observed routes that are not desired (skipped when every observed route matched a desired one)
   if (matched < observed.routes.size) for (const dest of observed.routes.keys()) if (!desired.routes.has(dest)) ctx.routeTo(dest, undefined);
   for (const key of desired.peers.keys()) ctx.peer(key);
@@ -121,8 +121,15 @@ function sortBy<T>(items: T[], keyOf: (t: T) => string, numeric: boolean): T[] {
   if (n < 2) return items;
   if (!numeric) return items.sort((a, b) => { const x = keyOf(a), y = keyOf(b); return x < y ? -1 : x > y ? 1 : 0; });
   const keys = new Float64Array(n);
+  let sorted = true;
+  for (let i = 0; i < n; i++) {
+    const k = (keys[i] = cidrKey(keyOf(items[i]!)));
+    if (i > 0 && !(keys[i - 1]! < k)) sorted = false; // equal keys (IPv6) need compareCidr
+  }
+  // the desired index inserts its routes in address order, so the ops often come sorted already
+  if (sorted) return items;
   const idx = new Uint32Array(n);
-  for (let i = 0; i < n; i++) { keys[i] = cidrKey(keyOf(items[i]!)); idx[i] = i; }
+  for (let i = 0; i < n; i++) idx[i] = i;
   idx.sort((i, j) => {
     const a = keys[i]!, b = keys[j]!;
     if (a !== b) return a < b ? -1 : 1;
