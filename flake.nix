@@ -11,9 +11,10 @@
       systems = [ "x86_64-linux" "aarch64-linux" ];
       forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
 
-      # What the agent runs (adapters/observer.ts, executor.ts, backend.ts): ip, wg, wireguard-go,
-      # iptables(-save/-restore) and ip6tables(-save/-restore), sysctl.
-      runtimeTools = pkgs: with pkgs; [ iproute2 wireguard-tools wireguard-go iptables procps ];
+      # What the agent runs (adapters/observer.ts, executor.ts, backend.ts, verify.ts): ip, wg,
+      # wireguard-go, iptables(-save/-restore) and ip6tables(-save/-restore), sysctl, ping. The same list
+      # as deploy/Containerfile's apt-get line (deploy/image.test.ts checks that one).
+      runtimeTools = pkgs: with pkgs; [ iproute2 wireguard-tools wireguard-go iptables procps iputils ];
     in
     {
       packages = forAllSystems (pkgs: rec {
