@@ -23,7 +23,7 @@ const observed = against === 'programmed' && d0.kind === 'enabled' ? programmedO
 const GC_KINDS: Record<number, string> = { 1: 'minor', 2: 'major', 4: 'incremental', 8: 'weakcb' };
 let gcs: { start: number; duration: number; kind: string }[] = [];
 const obs = new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) gcs.push({ start: e.startTime, duration: e.duration, kind: GC_KINDS[(e.detail as { kind: number }).kind] ?? '?' });
+  for (const e of list.getEntries()) gcs.push({ start: e.startTime, duration: e.duration, kind: GC_KINDS[((e as unknown as { detail: { kind: number } }).detail).kind] ?? '?' });
 });
 obs.observe({ entryTypes: ['gc'] });
 const tick = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
