@@ -48,7 +48,20 @@ export class Capture {
       partial = parts.pop() ?? '';
       c.lines.push(...parts);
     });
-    await Promise.race([listening, new Promise((_, rej) => setTimeout(() => rej(new Error('tcpdump did not start')), 5000))]);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        listening,
+        proc.then((r) => { throw new Error(`tcpdump exited before listening: ${String(r.stderr ?? '').trim() || `exit ${r.exitCode}`}`); }),
+        new Promise((_, rej) => { timer = setTimeout(() => rej(new Error(`tcpdump did not start on ${iface} in ${ns} within 5 s`)), 5000); }),
+      ]);
+    } catch (err) {
+      proc.kill('SIGKILL');
+      await proc;
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
     return c;
   }
 

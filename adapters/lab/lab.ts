@@ -93,6 +93,15 @@ export async function devicePeers(home: NetnsHome, ns: string, iface: string): P
   return r.stdout.split('\n').map((s) => s.trim()).filter(Boolean);
 }
 
+/** Whether `pid` exists and is not a zombie. */
+export function isRunning(pid: number): boolean {
+  try {
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -110,7 +119,7 @@ async function waitConverged(home: NetnsHome, nodes: readonly LabNode[], iface: 
   for (;;) {
     const lacking: string[] = [];
     for (const n of agents) {
-      if (n.pid !== null && !isAlive(n.pid)) return `the agent of ${n.name} exited (see ${n.log})`;
+      if (n.pid !== null && !isRunning(n.pid)) return `the agent of ${n.name} exited (see ${n.log})`;
       const peers = await devicePeers(home, n.ns, iface);
       if (peers === null) lacking.push(`${n.name}: no device yet`);
       else if (peers.length < agents.length - 1) lacking.push(`${n.name}: ${peers.length}/${agents.length - 1} peers`);
@@ -232,6 +241,10 @@ export async function labDown(nameIn: string, opts: { readonly stateRoot?: strin
     for (const pid of await pidsOf(ns)) killed.push(pid);
     await home.destroy(ns);
   }
+  // Wait for the processes to be gone (an exited process that its parent, init for the detached agents,
+  // has not reaped yet is a zombie: it holds nothing any more).
+  const deadline = Date.now() + 10_000;
+  while (killed.some((pid) => isRunning(pid)) && Date.now() < deadline) await sleep(50);
   // 3. Files: the state directory (manifests, keys, logs, lab.json) and the run directory.
   const removed: string[] = [];
   for (const d of [paths.runRoot, paths.dir]) {
@@ -276,7 +289,7 @@ export async function labStatus(state: LabState, iface = 'wireguard.wgp'): Promi
     const peers = namespace && !n.plain ? await devicePeers(home, n.ns, iface) : null;
     nodes.push({
       name: n.name, ns: n.ns, ip: n.ip, plain: n.plain, namespace,
-      agent: n.plain || n.pid === null ? 'none' : isAlive(n.pid) ? 'running' : 'stopped',
+      agent: n.plain || n.pid === null ? 'none' : isRunning(n.pid) ? 'running' : 'stopped',
       pid: n.pid, device: peers !== null, peers: peers?.length ?? 0, pods: n.pods.length, log: n.log,
     });
   }
