@@ -310,6 +310,7 @@ export function renderVerifyText(r: VerifyReport): string {
     ));
   }
   for (const n of r.notes) lines.push(`note: ${n}`);
-  lines.push(r.ok ? 'OK: every pair that should be encrypted is.' : 'FAILED: some traffic that should be encrypted is not (see above).');
+  if (r.scope === 'lab') lines.push(r.ok ? 'OK: every pair that should be encrypted is.' : 'FAILED: some traffic that should be encrypted is not (see above).');
+  else lines.push(r.ok ? 'OK: no peer shows a broken tunnel.' : 'FAILED: some peers show no working tunnel (see above).');
   return lines.join('\n');
 }
