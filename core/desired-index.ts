@@ -613,7 +613,7 @@ export function buildDesiredIndex(
     const st = nodes.get(name)!;
     if (st.status.kind !== 'peer') continue;
     // allowed lists only the bulk walk touched are in order already: share them with the peer
-    const sorted = dirty === null || dirty.has(name) ? null : st.allowed!;
+    const sorted = dirty.has(name) ? null : st.allowed!;
     if (sorted !== null) st.allowedShared = true;
     const peer = buildPeer(ix, st, sorted)!;
     ix.peers.set(peer.publicKey, peer);
@@ -621,48 +621,48 @@ export function buildDesiredIndex(
   return E.right(ix);
 }
 
-/** Claims this many or more take the general path only (the sequence number must fit the packed key). */
-const SEQ = 2 ** 21;
+/** Stable LSD radix sort (two passes of 16 bits) of the indices 0..n-1 by the 32-bit keys: equal keys
+ *  keep their index order. O(n), no comparisons. */
+function radixOrder(keys: Uint32Array, n: number): Int32Array {
+  const tmp = new Int32Array(n);
+  const out = new Int32Array(n);
+  const count = new Int32Array(65537);
+  for (let i = 0; i < n; i++) count[(keys[i]! & 0xffff) + 1]!++;
+  for (let b = 0; b < 65536; b++) count[b + 1]! += count[b]!;
+  for (let i = 0; i < n; i++) tmp[count[keys[i]! & 0xffff]!++] = i;
+  count.fill(0);
+  for (let i = 0; i < n; i++) count[(keys[i]! >>> 16) + 1]!++;
+  for (let b = 0; b < 65536; b++) count[b + 1]! += count[b]!;
+  for (let i = 0; i < n; i++) { const j = tmp[i]!; out[count[keys[j]! >>> 16]!++] = j; }
+  return out;
+}
 
 /** All claims of the snapshot (per-node contributions: pod CIDRs and, with host encryption, node
  *  addresses; then pods), as "The bulk build" in the header says. Returns the nodes whose allowed lists
- *  the general path touched (to be sorted), or null: all of them. */
-function bulkClaims(ix: DesiredIndex, snapshot: ClusterSnapshot): Set<NodeName> | null {
+ *  the general path touched (to be sorted). */
+function bulkClaims(ix: DesiredIndex, snapshot: ClusterSnapshot): Set<NodeName> {
   const podCidrMode = ix.facts.routeSource === 'podCIDR';
   const hostEncryption = ix.facts.hostEncryption;
   const nodes = ix.nodes;
   let cap = 0;
   for (const st of nodes.values()) cap += st.info.podCIDRs.length + st.info.addresses.length;
   for (const p of snapshot.pods.values()) cap += p.ips.length;
-  if (cap >= SEQ) {
-    for (const st of nodes.values()) {
-      const n = st.info;
-      if (podCidrMode) {
-        const o: ClaimOrigin = { kind: 'pod-cidr', node: n.name };
-        for (const c of n.podCIDRs) claimKey(ix, c, o, st, null);
-      }
-      if (hostEncryption) {
-        const o: ClaimOrigin = { kind: 'node-ip', node: n.name };
-        for (const a of n.addresses) claimKey(ix, hostCidr(a.address), o, st, null);
-      }
-    }
-    for (const p of snapshot.pods.values()) addPod(ix, p, null);
-    return null;
-  }
 
-  // 1. Collect: IPv4 /32 claims into the packed keys; others (IPv6, pod CIDR blocks) in their order.
-  const keys = new Float64Array(cap);
+  // 1. Collect: IPv4 /32 claims by address; others (IPv6, pod CIDR blocks) in their order.
+  const keys = new Uint32Array(cap);
   const ips: IP[] = [];
   const refs: (ClaimOrigin | PodInfo)[] = []; // the origin, or for a covered claim the pod
-  const sts: NodeState[] = [];
+  const stList: NodeState[] = [...nodes.values()];
+  const stIndex = new Map<NodeState, number>(stList.map((st, i) => [st, i]));
+  const sts = new Int32Array(cap); // index into stList
   const covered = new Uint8Array(cap);
   const slow: [Cidr, Claim, NodeState][] = [];
   let n = 0;
-  const fast = (ip: IP, ref: ClaimOrigin | PodInfo, st: NodeState, isCovered: boolean): void => {
-    keys[n] = v4Num(ip, ip.length) * SEQ + n;
+  const fast = (ip: IP, ref: ClaimOrigin | PodInfo, st: number, isCovered: boolean): void => {
+    keys[n] = v4Num(ip, ip.length);
     ips.push(ip);
     refs.push(ref);
-    sts.push(st);
+    sts[n] = st;
     if (isCovered) covered[n] = 1;
     n++;
   };
@@ -671,7 +671,7 @@ function bulkClaims(ix: DesiredIndex, snapshot: ClusterSnapshot): Set<NodeName> 
     if (podCidrMode) {
       const o: ClaimOrigin = { kind: 'pod-cidr', node: info.name };
       for (const c of info.podCIDRs) {
-        if (!c.includes(':') && c.endsWith('/32')) fast(c.slice(0, -3) as IP, o, st, false);
+        if (!c.includes(':') && c.endsWith('/32')) fast(c.slice(0, -3) as IP, o, stIndex.get(st)!, false);
         else slow.push([c, o, st]);
       }
     }
@@ -679,19 +679,27 @@ function bulkClaims(ix: DesiredIndex, snapshot: ClusterSnapshot): Set<NodeName> 
       const o: ClaimOrigin = { kind: 'node-ip', node: info.name };
       for (const a of info.addresses) {
         if (a.address.includes(':')) slow.push([hostCidr(a.address), o, st]);
-        else fast(a.address, o, st, false);
+        else fast(a.address, o, stIndex.get(st)!, false);
       }
     }
   }
+  // pods come grouped by node as a rule: the node's state is looked up once per run of pods
+  let lastName: NodeName | null = null;
+  let st: NodeState | undefined;
+  let sti = -1;
   for (const p of snapshot.pods.values()) {
     if (!podCounts(p)) continue;
     if (p.nodeName === null) { ix.podsWithoutNode.add(p.key); continue; }
-    const st = nodes.get(p.nodeName);
+    if (p.nodeName !== lastName) {
+      lastName = p.nodeName;
+      st = nodes.get(p.nodeName);
+      sti = st === undefined ? -1 : stIndex.get(st)!;
+    }
     if (st === undefined) continue; // a node not (yet) in the snapshot: a node event rebuilds the index
     let origin: ClaimOrigin | null = null;
     for (const ip of p.ips) {
       const isCovered = podCidrMode && inBlocks(st, ip);
-      if (!ip.includes(':')) fast(ip, isCovered ? p : (origin ??= { kind: 'pod', pod: p.key, node: p.nodeName }), st, isCovered);
+      if (!ip.includes(':')) fast(ip, isCovered ? p : (origin ??= { kind: 'pod', pod: p.key, node: p.nodeName }), sti, isCovered);
       else {
         origin ??= { kind: 'pod', pod: p.key, node: p.nodeName };
         slow.push([hostCidr(ip), isCovered ? { kind: 'covered', origin } : origin, st]);
@@ -700,7 +708,7 @@ function bulkClaims(ix: DesiredIndex, snapshot: ClusterSnapshot): Set<NodeName> 
   }
 
   // 2. Sort and walk in address order.
-  const sorted = keys.subarray(0, n).sort();
+  const order = radixOrder(keys, n);
   const dirty = new Set<NodeName>();
   const pendingIPs: IP[] = [];
   const pendingPods: PodInfo[] = [];
@@ -708,15 +716,15 @@ function bulkClaims(ix: DesiredIndex, snapshot: ClusterSnapshot): Set<NodeName> 
   const device = ix.settings.interfaceName;
   let added = 0;
   for (let i = 0; i < n; ) {
-    const addr = Math.floor(sorted[i]! / SEQ);
+    const addr = keys[order[i]!]!;
     let j = i + 1;
-    while (j < n && Math.floor(sorted[j]! / SEQ) === addr) j++;
+    while (j < n && keys[order[j]!] === addr) j++;
     if (j === i + 1) {
-      const seq = sorted[i]! - addr * SEQ;
-      const st = sts[seq]!;
+      const seq = order[i]!;
+      const st = stList[sts[seq]!]!;
       if (covered[seq] === 1) { pendingIPs.push(ips[seq]!); pendingPods.push(refs[seq] as PodInfo); }
       else {
-        const k = (ips[seq]! + '/32') as Cidr;
+        const k = [ips[seq]!, '/32'].join('') as Cidr; // a flat string: cheaper to hash and to parse than a concatenation
         const origin = refs[seq] as ClaimOrigin;
         const status = st.status;
         let r: DesiredRoute;
@@ -733,12 +741,12 @@ function bulkClaims(ix: DesiredIndex, snapshot: ClusterSnapshot): Set<NodeName> 
     } else {
       // several claims on one address: the general path, in the original order
       for (let m = i; m < j; m++) {
-        const seq = sorted[m]! - addr * SEQ;
+        const seq = order[m]!;
         const ref = refs[seq]!;
         const claim: Claim = covered[seq] === 1
           ? { kind: 'covered', origin: { kind: 'pod', pod: (ref as PodInfo).key, node: (ref as PodInfo).nodeName! } }
           : (ref as ClaimOrigin);
-        claimKey(ix, (ips[seq]! + '/32') as Cidr, claim, sts[seq]!, dirty);
+        claimKey(ix, (ips[seq]! + '/32') as Cidr, claim, stList[sts[seq]!]!, dirty);
       }
     }
     i = j;

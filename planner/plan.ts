@@ -50,7 +50,21 @@ export function plan(desired: DesiredDataplane, observed: ObservedDataplane): Pl
   if (desired.kind === 'disabled') return tearDown(desired, observed);
   const ctx = new Ctx(desired, observed, false);
   let matched = 0;
-  desired.routes.forEach((want, dest) => { if (ctx.routeTo(dest, want)) matched++; });
+  if (ctx.gone.size === 0 && observed.routes.size > 0) {
+    // Lockstep while the two tables list the same destinations in the same order (the kernel lists a
+    // table in address order, and the desired index inserts its routes in address order): no lookups.
+    // From the first difference on, each destination is looked up.
+    const it = observed.routes.entries();
+    let cur = it.next();
+    let inStep = true;
+    desired.routes.forEach((want, dest) => {
+      let have: Route | undefined;
+      if (inStep && !cur.done && cur.value[0] === dest) { have = cur.value[1]; cur = it.next(); }
+      else { inStep = false; have = observed.routes.get(dest); }
+      if (ctx.routeWith(dest, want, have)) matched++;
+    });
+  } else if (observed.routes.size === 0) desired.routes.forEach((want, dest) => { ctx.routeWith(dest, want, undefined); });
+  else desired.routes.forEach((want, dest) => { if (ctx.routeTo(dest, want)) matched++; });
   // observed routes that are not desired (skipped when every observed route matched a desired one)
   if (matched < observed.routes.size) for (const dest of observed.routes.keys()) if (!desired.routes.has(dest)) ctx.routeTo(dest, undefined);
   for (const key of desired.peers.keys()) ctx.peer(key);
@@ -203,7 +217,11 @@ class Ctx {
 
   /** Diffs one destination; returns whether the observed table has it. */
   routeTo(dest: Cidr, want: DesiredRoute | undefined): boolean {
-    const have = this.gone.size === 0 ? this.observed.routes.get(dest) : this.observedRoute(dest);
+    return this.routeWith(dest, want, this.gone.size === 0 ? this.observed.routes.get(dest) : this.observedRoute(dest));
+  }
+
+  /** routeTo with the observed route of dest given. */
+  routeWith(dest: Cidr, want: DesiredRoute | undefined, have: Route | undefined): boolean {
     const table = this.table;
     if (want === undefined) {
       if (have !== undefined) this.retreat.push({ kind: 'route-delete', table, route: have, origin: NOT_DESIRED });
@@ -346,15 +364,16 @@ class Ctx {
     pushAll(ops, sortBy(this.peerAdds, peerKeyOf, false));
     pushAll(ops, sortBy(this.peerRemoves, peerKeyOf, false));
     if (deferredUp !== null) ops.push(deferredUp);
-    pushAll(ops, sortBy(this.advance, routeDest, true));
+    const advance = sortBy(this.advance, routeDest, true);
     // 7. rules
+    const tail: Operation[] = [];
     const kept = obs.rules;
     for (const r of d.rules) {
-      if (!kept.some((k) => sameRule(k, r))) ops.push({ kind: 'rule-add', rule: r, origin: { kind: 'setting', setting: 'rulePriority', detail: `not fwmark lookup table ${r.table}` } });
+      if (!kept.some((k) => sameRule(k, r))) tail.push({ kind: 'rule-add', rule: r, origin: { kind: 'setting', setting: 'rulePriority', detail: `not fwmark lookup table ${r.table}` } });
     }
     // 8. firewall
-    pushAll(ops, firewallOps(d.firewall, obs.firewall));
-    return { node: d.node, ops, problems: d.problems, blocked: [] };
+    pushAll(tail, firewallOps(d.firewall, obs.firewall));
+    return { node: d.node, ops: ops.concat(advance, tail), problems: d.problems, blocked: [] };
   }
 }
 
