@@ -84,7 +84,8 @@ async function run(spec: CaseSpec): Promise<CaseResult> {
 
   // programmed: the node already holds the desired state. Built with programmedObserved (O(size); equal to
   // what the kernel model planner/kernel-model.ts reaches by executing the plan from empty, as
-  // testing/generate.test.ts checks: the kernel model itself is quadratic and cannot run 550k operations).
+  // testing/generate.test.ts checks; bench/kernel-model.ts checks it at 5,000 x 110 too, where applying the
+  // 560k operations with the kernel model takes about 2 s, too long to set up every run).
   const miss = need(p, spec, 'desired', 'plan');
   if (miss) return miss;
   const { snapshot } = generateCluster({ nodes: spec.nodes, podsPerNode: spec.podsPerNode, flavor: spec.flavor, seed: spec.seed, objects: false });

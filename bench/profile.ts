@@ -17,8 +17,8 @@ const need = (d: ReturnType<typeof desired>): DesiredDataplane => {
   if (d._tag === 'Left') throw new Error(d.left.message);
   return d.right;
 };
-const d0 = need(desired(snapshot, self.name, host));
-const observed = against === 'programmed' && d0.kind === 'enabled' ? programmedObserved(d0, STORED_KEY_PLACEHOLDER, 1500) : EMPTY_OBSERVED;
+const d0 = against === "programmed" ? need(desired(snapshot, self.name, host)) : null as never;
+const observed = against === "programmed" && d0.kind === "enabled" ? programmedObserved(d0, STORED_KEY_PLACEHOLDER, 1500) : EMPTY_OBSERVED;
 
 const GC_KINDS: Record<number, string> = { 1: 'minor', 2: 'major', 4: 'incremental', 8: 'weakcb' };
 let gcs: { start: number; duration: number; kind: string }[] = [];
