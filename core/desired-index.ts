@@ -651,22 +651,29 @@ function bulkClaims(ix: DesiredIndex, snapshot: ClusterSnapshot): Set<NodeName> 
   const podCidrMode = ix.facts.routeSource === 'podCIDR';
   const hostEncryption = ix.facts.hostEncryption;
   const nodes = ix.nodes;
-  let cap = 0;
+  // one IPv4 address per pod as a rule (no pass over the pods to count them: the arrays grow if not)
+  let cap = snapshot.pods.size + 16;
   for (const st of nodes.values()) cap += st.info.podCIDRs.length + st.info.addresses.length;
-  for (const p of snapshot.pods.values()) cap += p.ips.length;
 
   // 1. Collect: IPv4 /32 claims by address; others (IPv6, pod CIDR blocks) in their order.
-  const keys = new Uint32Array(cap);
-  // sized once (no garbage from growing arrays: a cold process's young generation is small)
+  let keys = new Uint32Array(cap);
+  // sized once as a rule (no garbage from growing arrays: a cold process's young generation is small)
   const ips = new Array<IP>(cap);
   const refs = new Array<ClaimOrigin | PodInfo>(cap); // the origin, or for a covered claim the pod
   const stList: NodeState[] = [...nodes.values()];
   const stIndex = new Map<NodeState, number>(stList.map((st, i) => [st, i]));
-  const sts = new Int32Array(cap); // index into stList
-  const covered = new Uint8Array(cap);
+  let sts = new Int32Array(cap); // index into stList
+  let covered = new Uint8Array(cap);
   const slow: [Cidr, Claim, NodeState][] = [];
   let n = 0;
+  const grow = (): void => {
+    cap *= 2;
+    const k = new Uint32Array(cap); k.set(keys); keys = k;
+    const t = new Int32Array(cap); t.set(sts); sts = t;
+    const c = new Uint8Array(cap); c.set(covered); covered = c;
+  };
   const fast = (ip: IP, ref: ClaimOrigin | PodInfo, st: number, isCovered: boolean): void => {
+    if (n === cap) grow();
     keys[n] = v4Num(ip, ip.length);
     ips[n] = ip;
     refs[n] = ref;
