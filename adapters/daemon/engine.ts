@@ -20,9 +20,11 @@ import type { Cidr } from '../../core/ip.js';
 import type { WgKey } from '../../core/key.js';
 import { detectAks } from '../../core/aks.js';
 import {
+  applyHandshakeChange,
   applyPodChange,
   buildDesiredIndex,
   desiredOf,
+  prepareForEvents,
   type DesiredIndex,
 } from '../../core/desired-index.js';
 import type {
@@ -39,7 +41,9 @@ import type {
   Settings,
 } from '../../core/model.js';
 import { plan as fullPlan, planScoped } from '../../planner/plan.js';
-import { applyPlan } from '../../planner/kernel-model.js';
+import { applyOperationsInPlace, toMutable, type MutableObserved } from '../../planner/kernel-model.js';
+
+const isMutable = (o: ObservedDataplane): o is MutableObserved => 'owners' in o;
 import { problemText } from '../../planner/render.js';
 import type { Backend } from '../backend.js';
 import { execute } from '../executor.js';
@@ -47,7 +51,7 @@ import { loadOrCreateKey, type NodeKey } from '../keystore.js';
 import { withLock } from '../lock.js';
 import type { Logger } from '../log.js';
 import { DaemonMetrics, type ErrorKind, type PeerSample, type ReconcileKind } from '../metrics.js';
-import { observe, parseWgDump } from '../observer.js';
+import { observe } from '../observer.js';
 import { defaultRunner, type Runner } from '../run.js';
 import type { ClusterEvent, ClusterSource, PublishedStatus } from '../sources/source.js';
 import { CoalescingLoop } from './loop.js';
@@ -197,6 +201,7 @@ export class Engine {
   private readonly scopePeers = new Set<WgKey>();
   private resyncDue = false;
   private pollDue = false;
+  private pollBackoffMs = 2000;
 
   private lastApply: ApplyResult = 'none';
   private lastError: string | null = null;
@@ -427,25 +432,30 @@ export class Engine {
     this.noteHandshakes();
   }
 
-  /** Re-reads the peers only (`wg show IF dump`): handshakes and counters, and peers changed behind us. */
+  /** Re-reads the peers' latest handshakes only (`wg show IF latest-handshakes`: a key and a number per
+   *  peer, cheap even at 5,000 peers), while a peer is in bootstrap. Peers changed behind our back are the
+   *  resync's business. */
   private async pollPeers(): Promise<void> {
     this.pollDue = false;
     const o = this.observed;
     if (o === null || o.device === null) return;
-    const r = await this.run('wg', ['show', o.device.name, 'dump']);
+    const r = await this.run('wg', ['show', o.device.name, 'latest-handshakes']);
     this.stats.peerPolls++;
-    if (r.exitCode !== 0) throw new Error(`wg show ${o.device.name} dump exited ${r.exitCode}: ${r.stderr.trim()}`);
-    const dump = parseWgDump(r.stdout, `wg show ${o.device.name} dump`);
-    let same = dump.peers.size === o.peers.size;
-    if (same) {
-      for (const [k, p] of dump.peers) {
-        const q = o.peers.get(k);
-        if (q === undefined || q.endpoint !== p.endpoint || q.allowedIPs.length !== p.allowedIPs.length || q.allowedIPs.some((ip, i) => ip !== p.allowedIPs[i])) { same = false; break; }
+    if (r.exitCode !== 0) throw new Error(`wg show ${o.device.name} latest-handshakes exited ${r.exitCode}: ${r.stderr.trim()}`);
+    const m = isMutable(o) ? o : toMutable(o);
+    let changed = false;
+    for (const line of r.stdout.split('\n')) {
+      const [key, ts] = line.split('\t');
+      if (!key || ts === undefined) continue;
+      const peer = m.peers.get(key as WgKey);
+      const latest = Number(ts);
+      if (peer !== undefined && Number.isFinite(latest) && latest !== peer.latestHandshake) {
+        m.peers.set(peer.publicKey, { ...peer, latestHandshake: latest });
+        changed = true;
       }
     }
-    this.observed = { ...o, peers: dump.peers };
-    if (!same) this.needFull = true; // someone changed the peers: plan them all
-    this.noteHandshakes();
+    this.observed = m;
+    if (changed) this.noteHandshakes();
   }
 
   /** Host facts: the underlay MTU observed, the stored key, and the peers' latest handshakes (the
@@ -458,15 +468,20 @@ export class Engine {
     return facts;
   }
 
-  /** A peer that handshaked for the first time opens the gate: the index must follow (rebuild). */
+  /** A peer that handshaked for the first time opens the gate (core/desired-index.ts): its node IPs now go
+   *  through the device. Applied to the index incrementally; the changed keys join the scoped plan. */
   private noteHandshakes(): void {
-    const ix = this.index as { readonly handshakeGate?: boolean } | null;
-    if (ix === null || ix.handshakeGate !== true || this.observed === null) return;
+    const ix = this.index;
+    if (ix === null || ix.kind !== 'index' || this.observed === null) return;
     for (const p of this.observed.peers.values()) {
       if (p.latestHandshake > 0 && !this.builtHandshaked.has(p.publicKey)) {
+        this.builtHandshaked.add(p.publicKey);
+        const c = applyHandshakeChange(ix, p.publicKey, p.latestHandshake);
+        if (c.routes.length === 0 && c.peers.length === 0) continue;
         this.log.info({ peer: p.publicKey }, 'first handshake with a peer: its node IPs now go through the device');
-        this.indexStale = true;
-        return;
+        for (const r of c.routes) this.scopeRoutes.add(r);
+        for (const k of c.peers) this.scopePeers.add(k);
+        this.pollBackoffMs = this.opts.bootstrapPollMs ?? 2000;
       }
     }
   }
@@ -495,6 +510,7 @@ export class Engine {
     }
     this.indexError = null;
     this.index = r.right;
+    if (r.right.kind === 'index') prepareForEvents(r.right); // pod events stay O(change) from the first one
     this.log.debug({ ms: this.now() - t0 }, 'desired index built');
     return true;
   }
@@ -569,21 +585,17 @@ export class Engine {
     return 'ok';
   }
 
-  /** The model after the executed operations: applied to the observation when that is cheap, else a
-   *  fresh observation is asked for (the model copies the route map per route operation). */
+  /** The model after the executed operations: applied in place to the observation (O(operations)); a
+   *  disagreement between the model and what ran asks for a fresh observation. */
   private advanceModel(observed: ObservedDataplane, ops: readonly Operation[]): void {
-    const routeOps = ops.reduce((n, op) => n + (op.kind.startsWith('route-') ? 1 : 0), 0);
-    if (routeOps * (observed.routes.size + 1) > 2_000_000) {
+    const m = isMutable(observed) ? observed : toMutable(observed);
+    const r = applyOperationsInPlace(m, ops);
+    if (r.error !== null) {
+      this.log.warn({ err: r.error }, 'the kernel model disagrees with the executed plan; re-observing');
       this.observed = null;
       return;
     }
-    const r = applyPlan(observed, ops);
-    if (E.isLeft(r)) {
-      this.log.warn({ err: r.left.message }, 'the kernel model disagrees with the executed plan; re-observing');
-      this.observed = null;
-      return;
-    }
-    this.observed = r.right;
+    this.observed = m;
   }
 
   private succeeded(): void {
@@ -705,18 +717,25 @@ export class Engine {
     }
   }
 
+  /** While a peer has never handshaked, look again: every 2 s at first, doubling while nothing changes, up
+   *  to once a minute (a peer whose agent is down must not make an idle daemon spawn a process every 2 s). */
   private schedulePoll(): void {
     if (this.pollTimer !== null || this.index === null || this.index.kind === 'disabled') return;
     const o = this.observed;
     if (o === null || o.device === null) return;
     let bootstrap = false;
     for (const p of o.peers.values()) if (p.latestHandshake === 0) { bootstrap = true; break; }
-    if (!bootstrap) return;
+    if (!bootstrap) {
+      this.pollBackoffMs = this.opts.bootstrapPollMs ?? 2000;
+      return;
+    }
+    const delay = this.pollBackoffMs;
+    this.pollBackoffMs = Math.min(delay * 2, Math.max(this.opts.bootstrapPollMs ?? 2000, 60_000));
     this.pollTimer = setTimeout(() => {
       this.pollTimer = null;
       this.pollDue = true;
       this.loop.kick(true);
-    }, this.opts.bootstrapPollMs ?? 2000);
+    }, delay);
   }
 
   private armResync(): void {
