@@ -125,6 +125,8 @@ export interface DesiredIndex {
   readonly routeFamilies: [number, number];
   /** Host encryption is on and the handshakes were given: the handshake gate applies (see the header). */
   readonly handshakeGate: boolean;
+  /** Keepalive of a peer in bootstrap (HostFacts.bootstrapKeepalive, default BOOTSTRAP_KEEPALIVE). */
+  readonly bootstrapKeepalive: number;
   /** Covered pod claims not yet in `extra` (null once materialized). */
   pending: PendingCovered | null;
 }
@@ -457,7 +459,7 @@ function buildPeer(ix: DesiredIndex, st: NodeState, sorted: readonly Cidr[] | nu
     publicKey: st.status.publicKey,
     endpoint: st.status.endpoint,
     allowedIPs: sorted ?? sortCidrs(st.allowed!),
-    persistentKeepalive: st.status.bootstrap ? BOOTSTRAP_KEEPALIVE : ix.settings.persistentKeepalive,
+    persistentKeepalive: st.status.bootstrap && ix.bootstrapKeepalive > 0 ? ix.bootstrapKeepalive : ix.settings.persistentKeepalive,
   };
 }
 
@@ -612,6 +614,7 @@ export function buildDesiredIndex(
     selfFamilies: [...selfFamilies].sort(),
     routeFamilies: [0, 0],
     handshakeGate,
+    bootstrapKeepalive: host.bootstrapKeepalive ?? BOOTSTRAP_KEEPALIVE,
     pending: null,
   };
 

@@ -75,6 +75,10 @@ export interface HostFacts {
    *  never). Given by the daemon, absent in the one-shot CLI. With host encryption on, a peer that never
    *  handshaked keeps its node IPs out of the device (throw, cause 'no-handshake'): see core/desired-index.ts. */
   readonly handshakes?: ReadonlyMap<WgKey, number>;
+  /** Keepalive given to a peer in bootstrap so that it handshakes at once (default 25 s; 0: none, the
+   *  first handshake then waits for traffic). The daemon passes 0 with wireguard-go and many peers:
+   *  wireguard-go takes about 0.1-0.4 s per peer to apply a keepalive. */
+  readonly bootstrapKeepalive?: number;
 }
 
 // ---------------------------------------------------------------------------------------------------

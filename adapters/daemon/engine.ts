@@ -44,6 +44,9 @@ import { plan as fullPlan, planScoped } from '../../planner/plan.js';
 import { applyOperationsInPlace, toMutable, type MutableObserved } from '../../planner/kernel-model.js';
 
 const isMutable = (o: ObservedDataplane): o is MutableObserved => 'owners' in o;
+
+/** With wireguard-go, bootstrap keepalives are used only up to this many peers (see hostFacts). */
+export const BOOTSTRAP_KEEPALIVE_MAX_PEERS = 32;
 import { problemText } from '../../planner/render.js';
 import type { Backend } from '../backend.js';
 import { execute } from '../executor.js';
@@ -464,8 +467,10 @@ export class Engine {
   private hostFacts(): HostFacts {
     const handshakes = new Map<WgKey, number>();
     if (this.observed !== null) for (const p of this.observed.peers.values()) handshakes.set(p.publicKey, p.latestHandshake);
-    const facts = { underlayMtu: this.observed?.underlayMtu ?? null, publicKey: this.key!.publicKey, handshakes };
-    return facts;
+    // wireguard-go takes 0.1-0.4 s per peer to apply a keepalive (measured here: 999 peers, minutes), so
+    // with it and a large mesh, bootstrap peers get none and handshake on their first traffic instead.
+    const slowKeepalive = this.opts.backend === 'userspace' && this.store.state.nodes.size > BOOTSTRAP_KEEPALIVE_MAX_PEERS + 1;
+    return { underlayMtu: this.observed?.underlayMtu ?? null, publicKey: this.key!.publicKey, handshakes, ...(slowKeepalive ? { bootstrapKeepalive: 0 } : {}) };
   }
 
   /** A peer that handshaked for the first time opens the gate (core/desired-index.ts): its node IPs now go
@@ -555,7 +560,7 @@ export class Engine {
       this.succeeded();
       return 'ok';
     }
-    const result = await execute(p.ops, { backend: this.opts.backend, privateKey: () => this.key!.privateKey(), run: this.run });
+    const result = await execute(p.ops, { backend: this.opts.backend, privateKey: () => this.key!.privateKey(), run: this.run, observed });
     this.stats.executions++;
     this.metrics.executions.inc();
     const done = p.ops.slice(0, result.applied);
@@ -720,7 +725,7 @@ export class Engine {
   /** While a peer has never handshaked, look again: every 2 s at first, doubling while nothing changes, up
    *  to once a minute (a peer whose agent is down must not make an idle daemon spawn a process every 2 s). */
   private schedulePoll(): void {
-    if (this.pollTimer !== null || this.index === null || this.index.kind === 'disabled') return;
+    if (this.pollTimer !== null || this.index === null || this.index.kind === 'disabled' || !this.index.handshakeGate) return;
     const o = this.observed;
     if (o === null || o.device === null) return;
     let bootstrap = false;
