@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# npm run bench [-- --quick | --only TEXT | --json PATH]: the planning benchmarks (bench/main.ts).
-# Each case runs in its own child process so that its peak RSS is its own. Progress goes to stderr,
-# the Markdown table for README to stdout.
+# npm run bench [-- --quick | --only TEXT | --runs N | --json PATH]: the benchmarks.
+#  1. planning (bench/main.ts): each case in its own child process so that its peak RSS is its own;
+#  2. the daemon's incremental path (bench/daemon.ts; its real-kernel part needs root);
+#  3. apply on a real node against the hand-written floor (bench/apply-kernel.ts; root).
+# Progress goes to stderr; Markdown tables for README to stdout. --quick runs the small planning cases only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec node --import tsx bench/main.ts "$@"
+node --import tsx bench/main.ts "$@"
+for a in "$@"; do [ "$a" = "--quick" ] && exit 0; done
+node --import tsx bench/daemon.ts
+node --import tsx bench/apply-kernel.ts
