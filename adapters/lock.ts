@@ -19,19 +19,8 @@ function alive(pid: number): boolean {
   }
 }
 
-async function tryTake(file: string): Promise<boolean> {
-  try {
-    const fh = await fs.open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-    await fh.writeFile(`${process.pid}\n`);
-    await fh.close();
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-  }
-  const owner = Number((await fs.readFile(file, 'utf8').catch(() => '')).trim());
-  if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && alive(owner)) return false;
-  // Stale (owner gone) or unreadable: remove and retry once; a racing taker makes the O_EXCL fail.
-  await fs.rm(file, { force: true });
+/** Creates the lock file holding our pid; false when it exists already. */
+async function create(file: string): Promise<boolean> {
   try {
     const fh = await fs.open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
     await fh.writeFile(`${process.pid}\n`);
@@ -41,6 +30,15 @@ async function tryTake(file: string): Promise<boolean> {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw err;
   }
+}
+
+async function tryTake(file: string): Promise<boolean> {
+  if (await create(file)) return true;
+  const owner = Number((await fs.readFile(file, 'utf8').catch(() => '')).trim());
+  if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && alive(owner)) return false;
+  // Stale (owner gone) or unreadable: remove and retry once; a racing taker makes the O_EXCL fail.
+  await fs.rm(file, { force: true });
+  return create(file);
 }
 
 /** Holders inside this process queue here (the lock file names the process, not the caller). */

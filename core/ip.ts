@@ -72,7 +72,11 @@ function parseV6(s: string): bigint | null {
 function formatV6(n: bigint): string {
   const groups: number[] = [];
   for (let i = 7; i >= 0; i--) groups.push(Number((n >> BigInt(i * 16)) & 0xffffn));
-  // RFC 5952: compress the longest run (>= 2) of zero groups, the first one on ties.
+  return formatV6Groups(groups);
+}
+
+/** RFC 5952 text of 8 16-bit groups: the longest run (>= 2) of zero groups compressed, the first on ties. */
+export function formatV6Groups(groups: readonly number[]): string {
   let bestStart = -1, bestLen = 0;
   for (let i = 0; i < 8; ) {
     if (groups[i] !== 0) { i++; continue; }

@@ -95,20 +95,9 @@ function v4(n: number): IP {
   return `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}` as IP;
 }
 
-/** RFC 5952 text of 8 16-bit groups (canonical, as core/ip.ts produces it). */
-export function formatV6Groups(groups: readonly number[]): string {
-  let bestStart = -1, bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) { bestStart = i; bestLen = j - i; }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
-}
+/** RFC 5952 text of 8 16-bit groups (core/ip.ts). */
+export { formatV6Groups } from '../core/ip.js';
+import { formatV6Groups } from '../core/ip.js';
 
 /** AKS: the VNET subnet that holds node and pod IPs (Azure CNI without overlay). */
 export const AKS_SUBNET = '10.224.0.0/12' as Cidr;
