@@ -6,7 +6,7 @@ const isFrozen = (x: unknown) => Object.isFrozen(x);
 import type { NodeName, PodKey } from '../../core/model.js';
 import { mkNode, mkPod, mkSnapshot, testKey } from '../../core/desired-fixtures.js';
 import { DEFAULT_SETTINGS } from '../../core/settings.js';
-import { ClusterStore, POD_BUCKETS, applyEvent, podBucket, stateOf } from './store.js';
+import { ClusterStore, POD_BUCKETS, applyEvent, bucketOf, podBucket, stateOf } from './store.js';
 import { generateCluster } from '../../testing/generate.js';
 
 const n = (s: string) => s as NodeName;
@@ -55,14 +55,18 @@ describe('daemon store', () => {
     const { state: s1, change } = applyEvent(s0, { kind: 'pod-upsert', pod });
     assert.equal(change.kind, 'pod');
     const b = podBucket(pod.key);
-    let shared = 0;
-    for (const [i, m] of s1.pods) if (m === s0.pods.get(i)) shared++;
-    assert.equal(shared, s1.pods.size - 1, 'all buckets but one are the same objects');
-    assert.notEqual(s1.pods.get(b), s0.pods.get(b));
+    let sharedGroups = 0, sharedBuckets = 0, buckets = 0;
+    for (const [gi, g] of s1.pods) {
+      if (g === s0.pods.get(gi)) sharedGroups++;
+      for (const [bi, m] of g) { buckets++; if (m === s0.pods.get(gi)?.get(bi)) sharedBuckets++; }
+    }
+    assert.equal(sharedGroups, s1.pods.size - 1, 'all groups but one are the same objects');
+    assert.equal(sharedBuckets, buckets - 1, 'all buckets but one are the same objects');
+    assert.notEqual(bucketOf(s1, b), bucketOf(s0, b));
     assert.equal(s1.nodes, s0.nodes);
     assert.equal(s0.podCount + 1, s1.podCount);
-    assert.equal(s0.pods.get(b)?.has(pod.key) ?? false, false, 'the old state is untouched');
-    assert.ok(isFrozen(s1) && isFrozen(s1.pods.get(b)));
+    assert.equal(bucketOf(s0, b)?.has(pod.key) ?? false, false, 'the old state is untouched');
+    assert.ok(isFrozen(s1) && isFrozen(bucketOf(s1, b)));
   });
 
   it('the snapshot view equals the flat maps and is cached until a change', () => {

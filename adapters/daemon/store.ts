@@ -1,6 +1,7 @@
 // The daemon's cluster state, fed by ClusterEvents and updated with immer. Shaped for 550k pods: pods sit
-// in POD_BUCKETS buckets chosen by a hash of the pod key, so one pod event copies one bucket (about 550
-// entries at 550k pods) and the bucket map, never a 550k-entry map. Nodes (at most a few thousand) are
+// in POD_BUCKETS buckets chosen by a hash of the pod key, grouped POD_GROUP_SIZE buckets to a group, so one
+// pod event copies one bucket (about 70 entries at 550k pods), its group map (128) and the group map
+// (64), never a 550k-entry map (one level of 1,024 buckets copied about 1,600 entries an event). Nodes (at most a few thousand) are
 // one map. The flat ClusterSnapshot the core wants is a view over the buckets (no copy), built on demand
 // and cached until the next change. Each event reports what it changed, with the pod's before/after.
 import { castDraft, enableMapSet, freeze, produce } from 'immer';
@@ -10,12 +11,16 @@ import type { ClusterEvent } from '../sources/source.js';
 
 enableMapSet();
 
-export const POD_BUCKETS = 1024;
+export const POD_GROUPS = 64;
+export const POD_GROUP_SIZE = 128;
+export const POD_BUCKETS = POD_GROUPS * POD_GROUP_SIZE;
+
+type Bucket = ReadonlyMap<PodKey, PodInfo>;
 
 export interface StoreState {
   readonly nodes: ReadonlyMap<NodeName, NodeInfo>;
-  /** Pods by bucket (podBucket(key)); a bucket is absent when empty. */
-  readonly pods: ReadonlyMap<number, ReadonlyMap<PodKey, PodInfo>>;
+  /** Pods by group, then bucket (podBucket(key) = group * POD_GROUP_SIZE + bucket); empty ones are absent. */
+  readonly pods: ReadonlyMap<number, ReadonlyMap<number, Bucket>>;
   readonly podCount: number;
   readonly settings: Settings;
   readonly settingsFound: boolean;
@@ -44,8 +49,15 @@ export function podBucket(key: string): number {
   return (h >>> 0) % POD_BUCKETS;
 }
 
+const groupOf = (b: number) => Math.floor(b / POD_GROUP_SIZE);
+const slotOf = (b: number) => b % POD_GROUP_SIZE;
+
+export function bucketOf(s: StoreState, b: number): Bucket | undefined {
+  return s.pods.get(groupOf(b))?.get(slotOf(b));
+}
+
 export function lookupPod(s: StoreState, key: PodKey): PodInfo | undefined {
-  return s.pods.get(podBucket(key))?.get(key);
+  return bucketOf(s, podBucket(key))?.get(key);
 }
 
 function samePod(a: PodInfo, b: PodInfo): boolean {
@@ -71,11 +83,13 @@ function sameSettings(a: Settings, b: Settings): boolean {
 
 /** The state holding exactly `snap` (O(snapshot), once per list/re-list). */
 export function stateOf(snap: ClusterSnapshot): StoreState {
-  const pods = new Map<number, Map<PodKey, PodInfo>>();
+  const pods = new Map<number, Map<number, Map<PodKey, PodInfo>>>();
   for (const p of snap.pods.values()) {
     const b = podBucket(p.key);
-    let m = pods.get(b);
-    if (m === undefined) pods.set(b, (m = new Map()));
+    let g = pods.get(groupOf(b));
+    if (g === undefined) pods.set(groupOf(b), (g = new Map()));
+    let m = g.get(slotOf(b));
+    if (m === undefined) g.set(slotOf(b), (m = new Map()));
     m.set(p.key, p);
   }
   return freeze({ nodes: new Map(snap.nodes), pods, podCount: snap.pods.size, settings: snap.settings, settingsFound: snap.settingsFound }, true);
@@ -90,8 +104,10 @@ export function applyEvent(s: StoreState, e: ClusterEvent): { readonly state: St
       if (before !== null && samePod(before, e.pod)) return { state: s, change: { kind: 'none' } };
       const b = podBucket(e.pod.key);
       const state = produce(s, (d) => {
-        const m = d.pods.get(b);
-        if (m === undefined) d.pods.set(b, castDraft(new Map([[e.pod.key, e.pod]])));
+        let g = d.pods.get(groupOf(b));
+        if (g === undefined) d.pods.set(groupOf(b), (g = castDraft(new Map())));
+        const m = g.get(slotOf(b));
+        if (m === undefined) g.set(slotOf(b), castDraft(new Map([[e.pod.key, e.pod]])));
         else m.set(e.pod.key, castDraft(e.pod));
         if (before === null) d.podCount++;
       });
@@ -102,9 +118,11 @@ export function applyEvent(s: StoreState, e: ClusterEvent): { readonly state: St
       if (before === null) return { state: s, change: { kind: 'none' } };
       const b = podBucket(e.key);
       const state = produce(s, (d) => {
-        const m = d.pods.get(b)!;
+        const g = d.pods.get(groupOf(b))!;
+        const m = g.get(slotOf(b))!;
         m.delete(e.key);
-        if (m.size === 0) d.pods.delete(b);
+        if (m.size === 0) g.delete(slotOf(b));
+        if (g.size === 0) d.pods.delete(groupOf(b));
         d.podCount--;
       });
       return { state, change: { kind: 'pod', before, after: null } };
@@ -154,13 +172,13 @@ class PodView implements ReadonlyMap<PodKey, PodInfo> {
     return lookupPod(this.s, key) !== undefined;
   }
   *entries(): MapIterator<[PodKey, PodInfo]> {
-    for (const m of this.s.pods.values()) yield* m.entries();
+    for (const g of this.s.pods.values()) for (const m of g.values()) yield* m.entries();
   }
   *keys(): MapIterator<PodKey> {
-    for (const m of this.s.pods.values()) yield* m.keys();
+    for (const g of this.s.pods.values()) for (const m of g.values()) yield* m.keys();
   }
   *values(): MapIterator<PodInfo> {
-    for (const m of this.s.pods.values()) yield* m.values();
+    for (const g of this.s.pods.values()) for (const m of g.values()) yield* m.values();
   }
   [Symbol.iterator](): MapIterator<[PodKey, PodInfo]> {
     return this.entries();
