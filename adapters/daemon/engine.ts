@@ -205,6 +205,8 @@ export class Engine {
   private resyncDue = false;
   private pollDue = false;
   private pollBackoffMs = 2000;
+  private bootstrapCount = 0;
+  private bootstrapChangedAt = 0;
 
   private lastApply: ApplyResult = 'none';
   private lastError: string | null = null;
@@ -722,20 +724,31 @@ export class Engine {
     }
   }
 
-  /** While a peer has never handshaked, look again: every 2 s at first, doubling while nothing changes, up
-   *  to once a minute (a peer whose agent is down must not make an idle daemon spawn a process every 2 s). */
+  /** While a peer has never handshaked, look again every 2 s, and keep that pace for 5 minutes after the
+   *  set of such peers last changed: the two ends of a pair open their gates when each next reads the
+   *  handshake, and until the slower one does, host packets from the faster one are dropped by the slower
+   *  one's strict rp_filter (its route back to the peer's node IP is still `throw`). After 5 minutes
+   *  without change (a peer whose agent is down), back off, doubling up to once a minute, so that an idle
+   *  daemon does not spawn a process every 2 s. */
   private schedulePoll(): void {
     if (this.pollTimer !== null || this.index === null || this.index.kind === 'disabled' || !this.index.handshakeGate) return;
     const o = this.observed;
     if (o === null || o.device === null) return;
-    let bootstrap = false;
-    for (const p of o.peers.values()) if (p.latestHandshake === 0) { bootstrap = true; break; }
-    if (!bootstrap) {
-      this.pollBackoffMs = this.opts.bootstrapPollMs ?? 2000;
+    let bootstrap = 0;
+    for (const p of o.peers.values()) if (p.latestHandshake === 0) bootstrap++;
+    const base = this.opts.bootstrapPollMs ?? 2000;
+    if (bootstrap === 0) {
+      this.pollBackoffMs = base;
+      this.bootstrapCount = 0;
       return;
     }
+    if (bootstrap !== this.bootstrapCount) {
+      this.bootstrapCount = bootstrap;
+      this.bootstrapChangedAt = this.now();
+      this.pollBackoffMs = base;
+    }
     const delay = this.pollBackoffMs;
-    this.pollBackoffMs = Math.min(delay * 2, Math.max(this.opts.bootstrapPollMs ?? 2000, 60_000));
+    if (this.now() - this.bootstrapChangedAt > 5 * 60_000) this.pollBackoffMs = Math.min(delay * 2, Math.max(base, 60_000));
     this.pollTimer = setTimeout(() => {
       this.pollTimer = null;
       this.pollDue = true;
