@@ -1,5 +1,7 @@
 // The executor: runs a plan's operations against the kernel, in order, with as few processes as the work
-// allows. Consecutive operations of one tool are grouped: links, addresses, routes and rules go through one
+// allows. A new link is created by its own process (wireguard-go or `ip link add`); its alias and MTU and the
+// `ip` operations right after it share one `ip -batch -` (if the alias line fails, the link is deleted again).
+// Consecutive operations of one tool are grouped: links, addresses, routes and rules go through one
 // `ip -batch -` (IPv6/IPv4 rules and table flushes need `ip -6`/`ip -4`, which batch lines do not accept, so
 // they get their own batch when the family changes); peers through `wg addconf X /dev/stdin` and bounded
 // `wg set X peer K remove ...`; firewall chains through `iptables-restore --noflush`; sysctls through
@@ -50,31 +52,41 @@ function ruleLine(verb: 'add' | 'del', r: Rule): string {
   return `rule ${verb} not fwmark ${hex(r.fwmark)}/${hex(r.mask)} table ${r.table} priority ${r.priority} protocol ${OWNERSHIP.ruleProtocol}`;
 }
 
-/** `ip -batch` lines of an operation, and the family flag it needs (null: any batch of its family). */
-interface IpLines {
-  readonly lines: readonly string[];
-  /** Family of the addresses the lines name (null: none, e.g. links). */
-  readonly family: Family | null;
-  /** Whether the lines need `ip -4`/`ip -6` (rules and flushes have no address to infer it from). */
-  readonly needsFlag: boolean;
-}
-
-function ipLines(op: Operation): IpLines | null {
+/** The `ip -batch` line of an operation (null: not an `ip` operation). Every `ip` operation is one line. */
+function ipLine(op: Operation): string | null {
   switch (op.kind) {
-    case 'link-set-mtu': return { lines: [`link set dev ${op.name} mtu ${op.mtu}`], family: null, needsFlag: false };
-    case 'link-set-up': return { lines: [`link set dev ${op.name} up`], family: null, needsFlag: false };
-    case 'link-delete': return { lines: [`link del dev ${op.name}`], family: null, needsFlag: false };
-    case 'address-add': return { lines: [`address add ${op.address} dev ${op.device}`], family: familyOf(op.address), needsFlag: false };
-    case 'address-delete': return { lines: [`address del ${op.address} dev ${op.device}`], family: familyOf(op.address), needsFlag: false };
+    case 'link-set-mtu': return `link set dev ${op.name} mtu ${op.mtu}`;
+    case 'link-set-up': return `link set dev ${op.name} up`;
+    case 'link-delete': return `link del dev ${op.name}`;
+    case 'address-add': return `address add ${op.address} dev ${op.device}`;
+    case 'address-delete': return `address del ${op.address} dev ${op.device}`;
     case 'route-add':
-    case 'route-replace': return { lines: [routeLine('replace', op.table, op.route)], family: familyOf(op.route.dest), needsFlag: false };
-    case 'route-delete': return { lines: [routeLine('del', op.table, op.route)], family: familyOf(op.route.dest), needsFlag: false };
-    case 'table-flush': return { lines: [`route flush table ${op.table}`], family: op.family, needsFlag: true };
-    case 'rule-add': return { lines: [ruleLine('add', op.rule)], family: op.rule.family, needsFlag: true };
-    case 'rule-delete': return { lines: [ruleLine('del', op.rule)], family: op.rule.family, needsFlag: true };
+    case 'route-replace': return routeLine('replace', op.table, op.route);
+    case 'route-delete': return routeLine('del', op.table, op.route);
+    case 'table-flush': return `route flush table ${op.table}`;
+    case 'rule-add': return ruleLine('add', op.rule);
+    case 'rule-delete': return ruleLine('del', op.rule);
     default: return null;
   }
 }
+
+/** Family of the addresses an `ip` operation names (null: none, e.g. links). */
+function ipFamily(op: Operation): Family | null {
+  switch (op.kind) {
+    case 'address-add':
+    case 'address-delete': return familyOf(op.address);
+    case 'route-add':
+    case 'route-replace':
+    case 'route-delete': return familyOf(op.route.dest);
+    case 'table-flush': return op.family;
+    case 'rule-add':
+    case 'rule-delete': return op.rule.family;
+    default: return null;
+  }
+}
+
+/** Whether an `ip` operation needs `ip -4`/`ip -6` (rules and flushes have no address to infer it from). */
+const ipNeedsFlag = (op: Operation): boolean => op.kind === 'table-flush' || op.kind === 'rule-add' || op.kind === 'rule-delete';
 
 function allowedLines(out: string[], ips: readonly Cidr[]): void {
   for (let i = 0; i < ips.length; i += ALLOWED_IPS_PER_LINE) out.push(`AllowedIPs = ${ips.slice(i, i + ALLOWED_IPS_PER_LINE).join(', ')}`);
@@ -150,9 +162,13 @@ function firewallBlock(chain: FirewallChain, remove: boolean, hooked: boolean): 
 // ---------------------------------------------------------------------------------------------------
 // Grouping into steps
 
+type IpStep = { readonly kind: 'ip'; flag: Family | null; readonly ops: Operation[]; readonly lines: string[]; readonly lineOp: number[] };
+
 type Step =
-  | { readonly kind: 'ip'; readonly flag: Family | null; readonly ops: Operation[]; readonly lines: string[]; readonly lineOp: number[] }
-  | { readonly kind: 'link-create'; readonly op: Extract<Operation, { kind: 'link-create' }> }
+  | IpStep
+  /** The link is created by its own process; its alias and MTU, and the `ip` operations right after it (link
+   *  up, addresses, ...), go through one `ip -batch` whose first line (alias and MTU) belongs to the link. */
+  | { readonly kind: 'link-create'; readonly op: Extract<Operation, { kind: 'link-create' }>; readonly ip: IpStep }
   | { readonly kind: 'device-configure'; readonly op: Extract<Operation, { kind: 'device-configure' }> }
   | { readonly kind: 'peer-conf'; readonly device: string; readonly ops: Operation[] }
   | { readonly kind: 'peer-remove'; readonly device: string; readonly ops: Extract<Operation, { kind: 'peer-remove' }>[] }
@@ -161,32 +177,41 @@ type Step =
 
 export function groupSteps(ops: readonly Operation[]): Step[] {
   const steps: Step[] = [];
-  let ipFams = new Set<Family>();
+  // Families of the addresses named so far by the open ip batch (bit 1: IPv4, bit 2: IPv6).
+  let ipFams = 0;
+  const famBit = (f: Family) => (f === 4 ? 1 : 2);
   for (const op of ops) {
     const last = steps[steps.length - 1];
-    const il = ipLines(op);
-    if (il) {
-      let joinable = last?.kind === 'ip';
-      if (joinable && last?.kind === 'ip') {
-        if (il.needsFlag) joinable = (last.flag === null || last.flag === il.family) && [...ipFams].every((f) => f === il.family);
-        else joinable = last.flag === null || il.family === null || il.family === last.flag;
+    const line = ipLine(op);
+    if (line !== null) {
+      const family = ipFamily(op);
+      const needsFlag = ipNeedsFlag(op);
+      const open = last?.kind === 'ip' ? last : last?.kind === 'link-create' ? last.ip : null;
+      let joinable = open !== null;
+      if (open !== null) {
+        if (needsFlag) joinable = (open.flag === null || open.flag === family) && (ipFams & ~famBit(family!)) === 0;
+        else joinable = open.flag === null || family === null || family === open.flag;
       }
-      let step: Extract<Step, { kind: 'ip' }>;
-      if (joinable && last?.kind === 'ip') {
-        step = il.needsFlag && last.flag === null ? { ...last, flag: il.family } : last;
-        if (step !== last) steps[steps.length - 1] = step;
+      let step: IpStep;
+      if (joinable && open !== null) {
+        step = open;
+        if (needsFlag && open.flag === null) open.flag = family;
       } else {
-        step = { kind: 'ip', flag: il.needsFlag ? il.family : null, ops: [], lines: [], lineOp: [] };
+        step = { kind: 'ip', flag: needsFlag ? family : null, ops: [], lines: [], lineOp: [] };
         steps.push(step);
-        ipFams = new Set();
+        ipFams = 0;
       }
-      if (il.family !== null) ipFams.add(il.family);
+      if (family !== null) ipFams |= famBit(family);
       step.ops.push(op);
-      for (const l of il.lines) { step.lines.push(l); step.lineOp.push(step.ops.length - 1); }
+      step.lines.push(line);
+      step.lineOp.push(step.ops.length - 1);
       continue;
     }
     switch (op.kind) {
-      case 'link-create': steps.push({ kind: 'link-create', op }); break;
+      case 'link-create':
+        steps.push({ kind: 'link-create', op, ip: { kind: 'ip', flag: null, ops: [op], lines: [`link set dev ${op.name} alias ${OWNERSHIP.linkAlias} mtu ${op.mtu}`], lineOp: [0] } });
+        ipFams = 0;
+        break;
       case 'device-configure': steps.push({ kind: 'device-configure', op }); break;
       case 'peer-add':
       case 'peer-update': {
@@ -219,7 +244,7 @@ export function groupSteps(ops: readonly Operation[]): Step[] {
 }
 
 function stepSize(s: Step): number {
-  return s.kind === 'link-create' || s.kind === 'device-configure' ? 1 : s.ops.length;
+  return s.kind === 'link-create' ? s.ip.ops.length : s.kind === 'device-configure' ? 1 : s.ops.length;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -236,7 +261,7 @@ function runPiped(run: Runner, cmd: string, args: readonly string[], input: stri
 
 const msgOf = (r: RunResult) => (r.stderr.trim() || r.stdout.trim() || `exit code ${r.exitCode}`);
 
-async function runIp(run: Runner, step: Extract<Step, { kind: 'ip' }>): Promise<StepOutcome> {
+async function runIp(run: Runner, step: IpStep): Promise<StepOutcome> {
   let from = 0; // first line not yet known to be applied
   for (;;) {
     const args = step.flag === null ? ['-batch', '-'] : [`-${step.flag}`, '-batch', '-'];
@@ -255,14 +280,16 @@ async function runIp(run: Runner, step: Extract<Step, { kind: 'ip' }>): Promise<
   }
 }
 
-async function runLinkCreate(run: Runner, backend: Backend, op: Extract<Step, { kind: 'link-create' }>['op']): Promise<StepOutcome> {
+async function runLinkCreate(run: Runner, backend: Backend, step: Extract<Step, { kind: 'link-create' }>): Promise<StepOutcome> {
+  const op = step.op;
   const created = backend === 'kernel' ? await run('ip', ['link', 'add', 'dev', op.name, 'type', 'wireguard']) : await run('wireguard-go', [op.name]);
   if (created.exitCode !== 0) return { ok: false, done: 0, message: msgOf(created) };
-  const marked = await run('ip', ['link', 'set', 'dev', op.name, 'alias', OWNERSHIP.linkAlias, 'mtu', String(op.mtu)]);
-  if (marked.exitCode === 0) return { ok: true };
+  // One batch: alias and MTU (line 1, the link-create itself), then the ip operations that followed it.
+  const marked = await runIp(run, step.ip);
+  if (marked.ok || marked.done > 0) return marked; // a later line failed: the link is marked, it stays
   // Without the alias the new link would look like someone else's device forever: take it away again.
   await run('ip', ['link', 'del', 'dev', op.name]);
-  return { ok: false, done: 0, message: msgOf(marked) };
+  return marked;
 }
 
 async function runDeviceConfigure(run: Runner, env: ExecEnv, op: Extract<Step, { kind: 'device-configure' }>['op']): Promise<StepOutcome> {
@@ -312,8 +339,9 @@ async function runPeerConf(run: Runner, step: Extract<Step, { kind: 'peer-conf' 
     if (typeof c === 'string') return { ok: false, done: 0, message: many(c) };
     current = c;
   }
+  // Which peer of this step takes an IP: only updates that add IPs (and so rewrite a list) need to know.
   const claimed = new Map<string, string>();
-  for (const op of step.ops) {
+  if (adds.length > 0) for (const op of step.ops) {
     if (op.kind === 'peer-add') for (const ip of op.peer.allowedIPs) claimed.set(ip, op.peer.publicKey);
     else if (op.kind === 'peer-update') for (const ip of op.addAllowedIPs) claimed.set(ip, op.publicKey);
   }
@@ -383,7 +411,7 @@ export async function execute(ops: readonly Operation[], env: ExecEnv): Promise<
     try {
       switch (step.kind) {
         case 'ip': out = await runIp(run, step); break;
-        case 'link-create': out = await runLinkCreate(run, env.backend, step.op); break;
+        case 'link-create': out = await runLinkCreate(run, env.backend, step); break;
         case 'device-configure': out = await runDeviceConfigure(run, env, step.op); break;
         case 'peer-conf': out = await runPeerConf(run, step, env.observed); break;
         case 'peer-remove': out = await runPeerRemove(run, step); break;
@@ -402,7 +430,8 @@ export async function execute(ops: readonly Operation[], env: ExecEnv): Promise<
   return { kind: 'ok', applied };
 }
 
-/** Number of processes `execute` would start for these operations when nothing fails (for tests/benchmarks). */
+/** Number of steps of these operations: the processes `execute` starts when nothing fails, except that a link
+ *  creation takes two (the creation, then its alias/MTU batch with the ip operations after it). */
 export function countSteps(ops: readonly Operation[]): number {
   return groupSteps(ops).length;
 }

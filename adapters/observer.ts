@@ -38,10 +38,10 @@ export class ObserveError extends Error {
 
 type Json = Record<string, unknown>;
 
-async function runOrThrow(run: Runner, cmd: string, args: readonly string[], ok?: (stderr: string) => boolean): Promise<string | null> {
+async function runOrThrow(run: Runner, cmd: string, args: readonly string[], ok?: (stderr: string, exitCode: number) => boolean): Promise<string | null> {
   const r = await run(cmd, args);
   if (r.exitCode === 0) return r.stdout;
-  if (ok && ok(r.stderr)) return null;
+  if (ok && ok(r.stderr, r.exitCode)) return null;
   throw new ObserveError(`observing the kernel failed: \`${[cmd, ...args].join(' ')}\` exited ${r.exitCode}: ${r.stderr.trim() || r.stdout.trim()}`);
 }
 
@@ -283,7 +283,8 @@ export async function observe(opts: ObserveOptions): Promise<ObservedDataplane> 
   const table = String(opts.table);
   const sysctlRoot = opts.sysctlRoot ?? '/proc/sys';
   const noTable = (stderr: string) => /FIB table does not exist/.test(stderr);
-  const missingTool = async (cmd: string) => (await run('sh', ['-c', `command -v ${cmd}`])).exitCode !== 0;
+  // A node without ip6tables: the program is missing (exit 127, as from the shell), so there is no IPv6 firewall.
+  const missingTool = (_stderr: string, exitCode: number) => exitCode === 127;
 
   const [linksText, r4, r6, ru4, ru6, ipt4, ipt6, sysctlText] = await Promise.all([
     runOrThrow(run, 'ip', ['-json', '-d', 'addr', 'show']),
@@ -292,7 +293,7 @@ export async function observe(opts: ObserveOptions): Promise<ObservedDataplane> 
     runOrThrow(run, 'ip', ['-json', '-4', 'rule', 'show']),
     runOrThrow(run, 'ip', ['-json', '-6', 'rule', 'show']),
     runOrThrow(run, 'iptables-save', []),
-    (async () => ((await missingTool('ip6tables-save')) ? '' : runOrThrow(run, 'ip6tables-save', [])))(),
+    runOrThrow(run, 'ip6tables-save', [], missingTool),
     runOrThrow(run, 'cat', MANAGED_SYSCTLS.map((k) => `${sysctlRoot}/${k.replaceAll('.', '/')}`)),
   ]);
 
