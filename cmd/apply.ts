@@ -2,14 +2,13 @@
 import type { Command } from 'commander';
 import type { DesiredDataplane, ObservedDataplane, Settings } from '../core/model.js';
 import type { WgKey } from '../core/key.js';
-import { DEFAULT_SETTINGS } from '../core/settings.js';
 import { plan as makePlan } from '../planner/plan.js';
 import { observe } from '../adapters/observer.js';
 import { loadOrCreateKey, readKey } from '../adapters/keystore.js';
 import { withLock } from '../adapters/lock.js';
 import { detectBackend } from '../adapters/backend.js';
 import { reconcile, type ReconcileOutcome } from '../adapters/reconcile.js';
-import { CliError, DEFAULT_STATE_DIR, desiredOrFail, loadSnapshot, nodeNameFrom, observeFor, workloadPrefix } from './common.js';
+import { CliError, DEFAULT_STATE_DIR, desiredOrFail, loadSnapshot, nodeNameFrom, observeFor, ownedNameOptions, ownedSettings, workloadPrefix, type OwnedNameOptions } from './common.js';
 import { backendOption, outputOption, print, showPlan, type Output } from './output.js';
 
 interface ApplyOpts { snapshot: string; node?: string; stateDir: string; wireguard: 'auto' | 'kernel' | 'userspace'; output: Output; dryRun?: boolean; attempts: number; maxLines?: number }
@@ -93,19 +92,15 @@ export function registerApply(program: Command): void {
     report(outcome, o.output);
   });
 
-program
+ownedNameOptions(program
   .command('cleanup')
-  .description("Remove everything wgplane owns on this node (rule, routes, peers, device, chains), and only that. Safe where wgplane never ran.")
-  .option('-s, --snapshot <path>', 'read the interface name and table from the settings in these manifests')
-  .option('--interface <name>', 'the WireGuard device name', DEFAULT_SETTINGS.interfaceName)
-  .option('--table <n>', 'the routing table', (v) => Number(v), DEFAULT_SETTINGS.routingTable)
+  .description("Remove everything wgplane owns on this node (rule, routes, peers, device, chains), and only that. Safe where wgplane never ran."))
   .option('--state-dir <dir>', 'where the lock is kept', DEFAULT_STATE_DIR)
   .addOption(backendOption())
   .addOption(outputOption())
   .option('--attempts <n>', 'how many rounds before giving up', (v) => Number(v), 5)
-  .action(async (o: { snapshot?: string; interface: string; table: number; stateDir: string; wireguard: 'auto' | 'kernel' | 'userspace'; output: Output; attempts: number }) => {
-    const base = o.snapshot ? (await loadSnapshot(o.snapshot)).settings : DEFAULT_SETTINGS;
-    const settings: Settings = { ...base, interfaceName: o.snapshot ? base.interfaceName : o.interface, routingTable: o.snapshot ? base.routingTable : o.table };
+  .action(async (o: OwnedNameOptions & { stateDir: string; wireguard: 'auto' | 'kernel' | 'userspace'; output: Output; attempts: number }) => {
+    const { settings } = await ownedSettings(o);
     const node = nodeNameFrom(undefined);
     const teardown: DesiredDataplane = { kind: 'disabled', node, why: 'setting', interfaceName: settings.interfaceName, table: settings.routingTable, problems: [] };
     const outcome = await applyDesired({ ...o, maxLines: undefined }, settings, null, () => teardown, false);

@@ -1,5 +1,7 @@
 // Wiring shared by the CLI commands: reading input, the node name, host facts, errors and exit codes.
 import os from 'node:os';
+import type { Command } from 'commander';
+import { DEFAULT_SETTINGS } from '../core/settings.js';
 import * as E from 'fp-ts/lib/Either.js';
 import type { ClusterSnapshot, DesiredDataplane, HostFacts, NodeName, ObservedDataplane, Settings } from '../core/model.js';
 import { EMPTY_OBSERVED } from '../core/model.js';
@@ -87,4 +89,19 @@ export function describeDesired(d: DesiredDataplane, backend: string | null): st
     `${d.peers.size} peers, ${d.routes.size} routes in table ${d.table}`,
   ];
   return lines.join('\n');
+}
+
+/** `--snapshot | --interface --table`: which device and table are wgplane's (cleanup, observe). */
+export interface OwnedNameOptions { snapshot?: string; interface: string; table: number }
+
+export function ownedNameOptions(c: Command): Command {
+  return c
+    .option('-s, --snapshot <path>', 'read the interface name and table from the settings in these manifests')
+    .option('--interface <name>', 'the WireGuard device name', DEFAULT_SETTINGS.interfaceName)
+    .option('--table <n>', 'the routing table', (v) => Number(v), DEFAULT_SETTINGS.routingTable);
+}
+
+export async function ownedSettings(o: OwnedNameOptions): Promise<{ settings: Settings; snapshot: ClusterSnapshot | null }> {
+  const snapshot = o.snapshot ? await loadSnapshot(o.snapshot) : null;
+  return { snapshot, settings: snapshot?.settings ?? { ...DEFAULT_SETTINGS, interfaceName: o.interface, routingTable: o.table } };
 }

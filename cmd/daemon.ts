@@ -10,6 +10,7 @@ import { Engine } from '../adapters/daemon/engine.js';
 import { DEFAULT_METRICS_ADDR, parseListenAddr, startHttpServer, type RunningServer } from '../adapters/http.js';
 import { createLogger, parseLogLevel, LOG_LEVELS, type Logger } from '../adapters/log.js';
 import type { ClusterSource } from '../adapters/sources/source.js';
+import { openSource, parseSourceSpec } from '../adapters/status.js';
 import { CliError, DEFAULT_STATE_DIR, nodeNameFrom } from './common.js';
 import { backendOption } from './output.js';
 
@@ -25,34 +26,13 @@ interface DaemonOpts {
 }
 
 /** Builds the source named by `--source` (the source modules are loaded only when asked for). */
+/** The daemon's source for `--source kube|dir:PATH` (the same factory as status, enable and disable). */
 export async function createSource(spec: string, node: NodeName, kubeconfig: string | undefined): Promise<ClusterSource> {
-  const missing = (what: string, err: unknown) =>
-    new CliError(`--source ${spec}: the ${what} source is not available in this build (${(err as Error).message})`);
-  if (spec.startsWith('dir:')) {
-    const dir = spec.slice(4);
-    if (dir === '') throw new CliError('--source dir:PATH needs a directory');
-    let mod: typeof import('../adapters/sources/dir.js');
-    try {
-      mod = await import('../adapters/sources/dir.js');
-    } catch (err) {
-      throw missing('dir', err);
-    }
-    return mod.createDirSource(dir);
+  try {
+    return openSource(parseSourceSpec(spec, undefined, kubeconfig), node);
+  } catch (err) {
+    throw new CliError((err as Error).message);
   }
-  if (spec === 'kube') {
-    let mod: typeof import('../adapters/sources/kube.js');
-    try {
-      mod = await import('../adapters/sources/kube.js');
-    } catch (err) {
-      throw missing('kube', err);
-    }
-    try {
-      return mod.createKubeSource({ node, ...(kubeconfig !== undefined ? { kubeconfig } : {}) });
-    } catch (err) {
-      throw new CliError((err as Error).message);
-    }
-  }
-  throw new CliError(`--source ${JSON.stringify(spec)}: want kube or dir:PATH`);
 }
 
 /** Resolves on the first SIGTERM or SIGINT (and removes the handlers). */
