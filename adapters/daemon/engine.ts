@@ -495,8 +495,10 @@ export class Engine {
 
   /** (Re)builds the index when the cluster or the host facts changed. False: no desired state (error). */
   private ensureIndex(): boolean {
+    // Checked before the host facts are built: they copy every peer's handshake (a pod event's cycle must
+    // stay O(change)).
+    if (!this.indexStale && this.index !== null && this.builtMtu === (this.observed?.underlayMtu ?? null)) return true;
     const host = this.hostFacts();
-    if (!this.indexStale && this.index !== null && this.builtMtu === host.underlayMtu) return true;
     this.scopeRoutes.clear();
     this.scopePeers.clear();
     this.needFull = true;
