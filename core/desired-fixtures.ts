@@ -1,7 +1,8 @@
 // Builders of snapshots for the tests of desired() and its index (test-only helpers, pure).
 import type { Cidr, IP } from './ip.js';
 import type { WgKey } from './key.js';
-import type { ClusterSnapshot, HostFacts, NodeInfo, NodeName, PodInfo, PodKey, Settings } from './model.js';
+import * as E from 'fp-ts/lib/Either.js';
+import type { ClusterSnapshot, DesiredDataplane, HostFacts, NodeInfo, NodeName, PodInfo, PodKey, Settings } from './model.js';
 import { DEFAULT_SETTINGS } from './settings.js';
 
 /** A valid public key, distinct per n (0..255). */
@@ -48,3 +49,11 @@ export function mkSnapshot(nodes: readonly NodeInfo[], pods: readonly PodInfo[],
 }
 
 export const HOST: HostFacts = { underlayMtu: 1500, publicKey: testKey(0) };
+
+/** A desired result with its routes as a plain Map, for deep comparison: the route table of an index
+ *  (core/route-table.ts) keeps the same routes in different places depending on how it got them (bulk
+ *  build or events), so two equal dataplanes compare equal only by their entries. */
+export function comparable<L>(r: E.Either<L, DesiredDataplane>): E.Either<L, unknown> {
+  if (E.isLeft(r) || r.right.kind !== 'enabled') return r;
+  return E.right({ ...r.right, routes: new Map(r.right.routes) });
+}

@@ -9,7 +9,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { fcParams } from '../property-tests/seed.js';
 import { desired } from './desired.js';
 import { applyPodChange, buildDesiredIndex, claimsOf, desiredOf, prepareForEvents, type DesiredIndex } from './desired-index.js';
-import { mkNode, mkPod, mkSnapshot, testKey } from './desired-fixtures.js';
+import { comparable, mkNode, mkPod, mkSnapshot, testKey } from './desired-fixtures.js';
 import type { Cidr } from './ip.js';
 import type { HostFacts, NodeInfo, NodeName, PodInfo, PodKey, Settings } from './model.js';
 
@@ -69,7 +69,7 @@ describe('desired index: bulk build then events equals full recomputation', () =
           const change = applyPodChange(ix, before, after);
           if (after === null) pods.delete(key);
           else pods.set(key, after);
-          assert.deepStrictEqual(E.right(desiredOf(ix)), desired(mkSnapshot(ns, [...pods.values()], settings), A, host));
+          assert.deepStrictEqual(comparable(E.right(desiredOf(ix))), comparable(desired(mkSnapshot(ns, [...pods.values()], settings), A, host)));
           const changed = new Set<Cidr>();
           for (const k of new Set([...prev.keys(), ...ix.routes.keys()])) {
             if (JSON.stringify(prev.get(k)) !== JSON.stringify(ix.routes.get(k))) changed.add(k);

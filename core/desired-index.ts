@@ -58,6 +58,7 @@ import {
   type ThrowCause,
 } from './model.js';
 import { chooseMtu } from './mtu.js';
+import { RouteTable } from './route-table.js';
 
 export type DesiredError =
   | { readonly kind: 'node-not-found'; readonly message: string }
@@ -112,7 +113,8 @@ export interface DesiredIndex {
   readonly nodes: ReadonlyMap<NodeName, NodeState>;
   /** Claims not readable off the route (several claims, covered pod IPs); see "Claims and routes". */
   readonly extra: Map<Cidr, ClaimEntry>;
-  readonly routes: Map<Cidr, DesiredRoute>;
+  /** IPv4 /32 routes of the bulk build in sorted arrays, the rest in a Map (core/route-table.ts). */
+  readonly routes: RouteTable;
   readonly peers: Map<WgKey, DesiredPeer>;
   /** Destinations claimed by more than one node. */
   readonly conflicts: Set<Cidr>;
@@ -606,7 +608,7 @@ export function buildDesiredIndex(
     device,
     nodes,
     extra: new Map(),
-    routes: new Map(),
+    routes: new RouteTable(),
     peers: new Map(),
     conflicts: new Set(),
     podsWithoutNode: new Set(),
@@ -731,6 +733,7 @@ function bulkClaims(ix: DesiredIndex, snapshot: ClusterSnapshot): Set<NodeName> 
   const pendingIPs: IP[] = [];
   const pendingPods: PodInfo[] = [];
   const routes = ix.routes;
+  routes.reserve(n);
   const device = ix.settings.interfaceName;
   let added = 0;
   for (let i = 0; i < n; ) {
@@ -753,19 +756,23 @@ function bulkClaims(ix: DesiredIndex, snapshot: ClusterSnapshot): Set<NodeName> 
           r = routeOf(ix, k, origin, st);
           if (r.cause === 'no-handshake') st.allowed!.push(k);
         }
-        routes.set(k, r);
+        routes.append(addr, k, r);
         added++;
       }
     } else {
-      // several claims on one address: the general path, in the original order
+      // several claims on one address: the general path, in the original order; the route it makes
+      // then takes its place in the base, in address order
+      let k: Cidr | null = null;
       for (let m = i; m < j; m++) {
         const seq = order[m]!;
         const ref = refs[seq]!;
         const claim: Claim = covered[seq] === 1
           ? { kind: 'covered', origin: { kind: 'pod', pod: (ref as PodInfo).key, node: (ref as PodInfo).nodeName! } }
           : (ref as ClaimOrigin);
-        claimKey(ix, (ips[seq]! + '/32') as Cidr, claim, stList[sts[seq]!]!, dirty);
+        k ??= (ips[seq]! + '/32') as Cidr;
+        claimKey(ix, k, claim, stList[sts[seq]!]!, dirty);
       }
+      routes.appendFromOther(addr, k!);
     }
     i = j;
   }
