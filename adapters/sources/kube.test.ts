@@ -423,6 +423,33 @@ describe('kube source against the stand-in API server', () => {
     assert.ok(!rec.since(m).some((x) => x.kind === 'pod-delete'));
   });
 
+  for (const fix of ['fixed', 'deleted'] as const) {
+    it(`a bad settings ConfigMap at start holds the first sync (no defaults, no tear-down) until it is ${fix}`, async () => {
+      const objects = initialObjects().map((o) => ((o as { metadata: { name: string } }).metadata.name === 'wgplane' ? settingsCm({ enabled: 'yes please' }) : o));
+      server = await StandinApiServer.start({ objects });
+      source = createKubeSource({ kubeconfig: server.kubeconfigPath, node: 'n1' as NodeName, env: {}, tuning: TUNING });
+      rec = new Recorder();
+      const s = server, src = source;
+      cleanups.push(async () => { await src.stop(); await s.close(); });
+      await source.start(rec.push);
+      // the field error, then (all three kinds listed) the held sync, and nothing else
+      await rec.waitFor('field error', is('error', (x) => /ConfigMap kube-system\/wgplane/.test(x.where) && /enabled/.test(x.where + x.message)));
+      await rec.waitFor('held sync', is('error', (x) => /not synced, nothing is changed/.test(x.message)));
+      assert.deepEqual(rec.events.filter((x) => x.kind !== 'error').map(show), []);
+      // a pod change while held is not lost: it is in the snapshot of the sync
+      server.put(pod('z', 'n2', '10.244.1.99'));
+      const m = rec.mark();
+      if (fix === 'fixed') server.put(settingsCm({ enabled: 'true', mtu: '1300' }));
+      else server.remove('configmaps', 'wgplane', 'kube-system');
+      const rep = await rec.waitFor('replace', is('replace'), m);
+      await rec.waitFor('synced', is('synced'), m);
+      assert.equal(rep.snapshot.settingsFound, fix === 'fixed');
+      assert.equal(rep.snapshot.settings.enabled, fix === 'fixed');
+      if (fix === 'fixed') assert.equal(rep.snapshot.settings.mtu, 1300);
+      await rec.waitFor('pod z', (x) => (x.kind === 'replace' && x.snapshot.pods.has('default/z' as PodKey)) || (x.kind === 'pod-upsert' && x.pod.key === 'default/z'), m);
+    });
+  }
+
   it('stop ends every watch and emits nothing more', async () => {
     await fresh();
     await waitForRequest(server, 'three watches', () => server.watchCount() === 3);

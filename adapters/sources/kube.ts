@@ -20,7 +20,9 @@
 // - Bad objects: an `error` event naming the object and the field; the object's last good version (if
 //   any) is kept, otherwise it is left out. Keeping the last good version is the safe choice for traffic:
 //   a Node whose annotation someone garbled keeps its peer instead of dropping it, and a garbled settings
-//   ConfigMap does not switch WireGuard off (defaults have enabled=false). A deletion always removes.
+//   ConfigMap does not switch WireGuard off (defaults have enabled=false). With no last good settings (the
+//   first list of a starting agent), a garbled settings ConfigMap holds the first sync: the agent stays
+//   not ready and changes nothing until the ConfigMap decodes or is deleted. A deletion always removes.
 // - Upserts are emitted only when the decoded value changed (Node heartbeats and pod condition updates
 //   are dropped here, not planned), without copying any big structure; the replace snapshot copies the
 //   source's maps (so later events never mutate what a consumer holds).
@@ -449,12 +451,16 @@ class KubeSource implements ClusterSource {
   private pods = new Map<PodKey, PodInfo>();
   private settings: Settings = DEFAULT_SETTINGS;
   private settingsFound = false;
+  /** The settings ConfigMap exists but does not decode, and no valid settings were known before it: the
+   *  first sync waits for a valid one (or its deletion) instead of going on with the defaults, which
+   *  would turn WireGuard off and tear the node's dataplane down because of a typo. */
+  private settingsBlocked = false;
   private readonly listed = new Set<Kind>();
   private synced = false;
   private reflectors: Reflector[] = [];
   private readonly api: CoreV1Api;
   // A list in progress (one per kind at a time).
-  private pending: { nodes?: Map<NodeName, NodeInfo>; pods?: Map<PodKey, PodInfo>; settings?: { s: Settings; found: boolean } } = {};
+  private pending: { nodes?: Map<NodeName, NodeInfo>; pods?: Map<PodKey, PodInfo>; settings?: { s: Settings; found: boolean; blocked: boolean } } = {};
 
   constructor(
     readonly kc: KubeConfig,
@@ -535,7 +541,7 @@ class KubeSource implements ClusterSource {
         };
       }
       case 'settings': {
-        const p = { s: DEFAULT_SETTINGS, found: false };
+        const p = { s: DEFAULT_SETTINGS, found: false, blocked: false };
         this.pending.settings = p;
         return (item) => {
           const m = metaOf(item);
@@ -545,6 +551,8 @@ class KubeSource implements ClusterSource {
           else {
             this.badObject('settings', r.left, true);
             p.s = this.settings;
+            // nothing valid to fall back on before the first sync: hold the sync (see settingsBlocked)
+            p.blocked = !this.synced && !this.settingsFound;
           }
           p.found = true;
         };
@@ -561,20 +569,31 @@ class KubeSource implements ClusterSource {
     if (kind === 'nodes') this.nodes = this.pending.nodes!;
     else if (kind === 'pods') this.pods = this.pending.pods!;
     else {
-      this.settings = this.pending.settings!.s;
-      this.settingsFound = this.pending.settings!.found;
+      const p = this.pending.settings!;
+      this.settingsBlocked = p.blocked;
+      this.settings = p.s;
+      this.settingsFound = p.found && !p.blocked;
     }
     this.pending = { ...this.pending, [kind]: undefined };
     this.listed.add(kind);
-    if (!this.synced) {
-      if (this.listed.size === 3) {
-        this.synced = true;
-        this.emit({ kind: 'replace', snapshot: this.snapshot() });
-        this.emit({ kind: 'synced' });
-      }
-    } else {
-      this.emit({ kind: 'replace', snapshot: this.snapshot() });
+    if (!this.synced) this.maybeSync();
+    else this.emit({ kind: 'replace', snapshot: this.snapshot() });
+  }
+
+  /** The first sync: once every kind is listed and the settings are not blocked. */
+  private maybeSync(): void {
+    if (this.synced || this.listed.size < 3) return;
+    if (this.settingsBlocked) {
+      this.emitAlways({
+        kind: 'error',
+        where: `ConfigMap ${OWNERSHIP.settingsNamespace}/${OWNERSHIP.settingsName}`,
+        message: 'the settings do not decode and no valid settings are known yet: not synced, nothing is changed on this node until the ConfigMap is fixed or deleted',
+      });
+      return;
     }
+    this.synced = true;
+    this.emit({ kind: 'replace', snapshot: this.snapshot() });
+    this.emit({ kind: 'synced' });
   }
 
   /** The whole cluster as the source knows it: copies, so that later events never change it. */
@@ -602,6 +621,12 @@ class KubeSource implements ClusterSource {
       if (m.name !== OWNERSHIP.settingsName) return;
       const r = decodeSettingsConfigMap(obj, `ConfigMap ${OWNERSHIP.settingsNamespace}/${m.name}`);
       if (E.isLeft(r)) return this.badObject(kind, r.left, false);
+      if (this.settingsBlocked) {
+        this.settingsBlocked = false;
+        this.settings = r.right;
+        this.settingsFound = true;
+        return this.maybeSync();
+      }
       if (this.settingsFound && sameSettings(this.settings, r.right)) return;
       this.settings = r.right;
       this.settingsFound = true;
@@ -620,7 +645,13 @@ class KubeSource implements ClusterSource {
       if (!this.pods.delete(key)) return;
       this.emit({ kind: 'pod-delete', key });
     } else {
-      if (m.name !== OWNERSHIP.settingsName || !this.settingsFound) return;
+      if (m.name !== OWNERSHIP.settingsName) return;
+      if (this.settingsBlocked) {
+        // the bad ConfigMap is gone: the defaults are what the operator asks for now
+        this.settingsBlocked = false;
+        return this.maybeSync();
+      }
+      if (!this.settingsFound) return;
       this.settings = DEFAULT_SETTINGS;
       this.settingsFound = false;
       this.emit({ kind: 'settings', settings: DEFAULT_SETTINGS, found: false });
