@@ -391,9 +391,16 @@ async function runFirewall(run: Runner, step: Extract<Step, { kind: 'firewall' }
   return { ok: false, done, message: msgOf(r) };
 }
 
+/** A sysctl key `sysctl -w` cannot misread: no white space, '=' or NUL; as a path (a device's sysctl,
+ *  core/model.ts), no empty, '.' or '..' segment. */
+function saneSysctlKey(key: string): boolean {
+  if (key.length === 0 || /[\s=\0]/.test(key)) return false;
+  return !key.includes('/') || key.split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..');
+}
+
 async function runSysctl(run: Runner, step: Extract<Step, { kind: 'sysctl' }>): Promise<StepOutcome> {
   for (const op of step.ops) {
-    if (!/^[A-Za-z0-9_.-]+$/.test(op.key) || /[\n\0]/.test(op.value)) return { ok: false, done: step.ops.indexOf(op), message: `refusing sysctl ${JSON.stringify(op.key)}=${JSON.stringify(op.value)}` };
+    if (!saneSysctlKey(op.key) || /[\n\0]/.test(op.value)) return { ok: false, done: step.ops.indexOf(op), message: `refusing sysctl ${JSON.stringify(op.key)}=${JSON.stringify(op.value)}` };
   }
   const r = await run('sysctl', ['-w', ...step.ops.map((o) => `${o.key}=${o.value}`)]);
   if (r.exitCode === 0) return { ok: true };

@@ -117,7 +117,7 @@ describe('observer (real kernel)', { skip: skip ?? false }, () => {
       '*raw', ':WGPLANE-MARK - [0:0]', '-A WGPLANE-MARK -i lo -j RETURN', 'COMMIT', '',
     ].join('\n'));
     await sh(n, 'ip6tables-restore --noflush', ['*filter', ':WGPLANE-IN6 - [0:0]', '-A WGPLANE-IN6 -p udp -m udp --dport 51820 -j ACCEPT', '-I OUTPUT 1 -j WGPLANE-IN6', 'COMMIT', ''].join('\n'));
-    await sh(n, 'sysctl -qw net.ipv4.conf.all.src_valid_mark=1');
+    await sh(n, 'sysctl -qw net.ipv4.conf.all.src_valid_mark=1 net.ipv4.conf.wg0.rp_filter=2 net.ipv4.conf.wgforeign.rp_filter=1');
     // The other namespace: a link holding the configured name that is not wgplane's.
     await sh(other.name, 'ip link add wg0 type veth peer name wg0p && ip link set wg0 alias someone-else');
   });
@@ -155,7 +155,8 @@ describe('observer (real kernel)', { skip: skip ?? false }, () => {
       { family: 4, table: 'raw', name: 'WGPLANE-MARK', hook: 'PREROUTING', rules: ['-i lo -j RETURN'], hooked: false },
       { family: 6, table: 'filter', name: 'WGPLANE-IN6', hook: 'OUTPUT', rules: ['-p udp -m udp --dport 51820 -j ACCEPT'], hooked: true },
     ]);
-    assert.deepEqual(o.sysctls, new Map([['net.ipv4.conf.all.src_valid_mark', '1']]));
+    // the device's own sysctls by path (a device name may hold dots); none of a foreign device
+    assert.deepEqual(o.sysctls, new Map([['net.ipv4.conf.all.src_valid_mark', '1'], ['net/ipv4/conf/wg0/rp_filter', '2']]));
     assert.equal(o.underlayMtu, 1450);
   });
 
@@ -181,6 +182,7 @@ describe('observer (real kernel)', { skip: skip ?? false }, () => {
     assert.equal(o.routes.size, 0);
     assert.deepEqual(o.rules, []);
     assert.deepEqual(o.firewall, []);
+    assert.deepEqual([...o.sysctls.keys()], ['net.ipv4.conf.all.src_valid_mark'], 'no device, no device sysctl');
     assert.equal(o.underlayMtu, null);
   });
 

@@ -8,6 +8,8 @@ import { compareCidr, familyOf, parseCidr, parseIP, type Cidr, type Family } fro
 import { parseKey, type WgKey } from '../core/key.js';
 import {
   OWNERSHIP,
+  deviceSysctlKey,
+  sysctlPath,
   type FirewallChain,
   type FirewallHook,
   type FirewallTable,
@@ -21,6 +23,9 @@ import { defaultRunner, type Runner } from './run.js';
 
 /** The sysctls wgplane manages (and therefore observes). */
 export const MANAGED_SYSCTLS: readonly string[] = ['net.ipv4.conf.all.src_valid_mark'];
+/** The sysctls of wgplane's own device it manages (read only while the device exists; core/model.ts
+ *  deviceSysctlKey names them). */
+export const DEVICE_SYSCTLS: readonly string[] = ['rp_filter'];
 
 export interface ObserveOptions {
   readonly interfaceName: string;
@@ -294,7 +299,7 @@ export async function observe(opts: ObserveOptions): Promise<ObservedDataplane> 
     runOrThrow(run, 'ip', ['-json', '-6', 'rule', 'show']),
     runOrThrow(run, 'iptables-save', []),
     runOrThrow(run, 'ip6tables-save', [], missingTool),
-    runOrThrow(run, 'cat', MANAGED_SYSCTLS.map((k) => `${sysctlRoot}/${k.replaceAll('.', '/')}`)),
+    runOrThrow(run, 'cat', MANAGED_SYSCTLS.map((k) => sysctlPath(sysctlRoot, k))),
   ]);
 
   const links = parseLinks(parseJsonArray(linksText, 'ip addr show'));
@@ -310,8 +315,15 @@ export async function observe(opts: ObserveOptions): Promise<ObservedDataplane> 
 
   let device: ObservedDevice | null = null;
   let peers = new Map<WgKey, ObservedPeer>();
+  const deviceSysctls = new Map<string, string>();
   if (deviceLink) {
-    const r = await run('wg', ['show', name, 'dump']);
+    const devKeys = DEVICE_SYSCTLS.map((leaf) => deviceSysctlKey(name, leaf));
+    const [r, devText] = await Promise.all([
+      run('wg', ['show', name, 'dump']),
+      runOrThrow(run, 'cat', devKeys.map((k) => sysctlPath(sysctlRoot, k))),
+    ]);
+    const devValues = (devText ?? '').split('\n');
+    devKeys.forEach((k, i) => deviceSysctls.set(k, (devValues[i] ?? '').trim()));
     let dump: WgDump | null = null;
     if (r.exitCode === 0) dump = parseWgDump(r.stdout, `wg show ${name} dump`);
     else if (deviceLink.kind === 'wireguard') {
@@ -343,6 +355,7 @@ export async function observe(opts: ObserveOptions): Promise<ObservedDataplane> 
   const values = (sysctlText ?? '').split('\n');
   const sysctls = new Map<string, string>();
   MANAGED_SYSCTLS.forEach((k, i) => sysctls.set(k, (values[i] ?? '').trim()));
+  for (const [k, v] of deviceSysctls) sysctls.set(k, v);
 
   return {
     device,

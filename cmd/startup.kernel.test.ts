@@ -278,23 +278,27 @@ test('host-encryption start-up safety: no cut-off at first start, on restart, or
     const results = await Promise.all(ps.map(stopPing));
     results.forEach((r, i) => report(`start-up ping ${ps[i]!.label}`, r));
     console.log(`# start-up: mesh with node IPs in the device after ${convergedS.toFixed(1)} s; node IP seen as throw before dev on ${throwSeen.length}/6 (node, peer) pairs`);
-    console.log(`# start-up: strict rp_filter drops (IPReversePathFilter) per node: ${(await Promise.all(c.nodes.map(rpFilterDrops))).join(', ')}`);
-    startupLosses = results.map((r, i) => `${ps[i]!.label}: ${r.lost.length}`).filter((x) => !x.endsWith(': 0'));
+    const rpDrops = await Promise.all(c.nodes.map(rpFilterDrops));
+    console.log(`# start-up: strict rp_filter drops (IPReversePathFilter) per node: ${rpDrops.join(', ')}`);
+    startupLosses = [
+      ...results.map((r, i) => `${ps[i]!.label}: ${r.lost.length} lost`),
+      ...c.nodes.map((n, i) => `${n.name}: ${rpDrops[i]} rp_filter drops`),
+    ].filter((x) => !/: 0 /.test(x));
     for (const [i, r] of results.entries()) {
       assert.ok(r.lastReplyAgeMs < 1000, `${ps[i]!.label}: the ping stopped answering`);
-      // Never cut off: at most a blip when the gates open (see the todo test below), never the deadlock.
+      // Never cut off (no deadlock); and no blip either (the next test).
       assert.ok(r.longestGapS <= 2.5, `${ps[i]!.label}: cut off for ${r.longestGapS} s during the start-up`);
     }
     await hostTrafficEncrypted(m);
   });
 
-  // Known defect (found by this test): the two ends of a pair open their gates at their own next poll of
+  // Found by this test: the two ends of a pair open their gates at their own next poll of
   // `wg show latest-handshakes`, up to a poll interval apart. Meanwhile the end that opened first sends host
   // traffic encrypted; the other end decrypts it, but its route back to the sender is still `throw` (main
-  // table, eth0), so strict rp_filter drops the packet arriving on the WireGuard device (the raw PREROUTING
-  // mark skips packets from the device). Measured here: 1-2 pings per direction, matching the
-  // IPReversePathFilter counters. This is the promise; it stays `todo` until the gate is fixed.
-  await t.test('no host packet at all is lost when the gates open', { todo: 'strict rp_filter drops encrypted host packets while the peer\'s gate is still closed' }, () => {
+  // table, eth0), so strict rp_filter dropped the packet arriving on the WireGuard device (1-2 pings per
+  // direction, matching the IPReversePathFilter counters). The device now has loose rp_filter of its own
+  // (WireGuard checks the sources against the peer's allowed IPs itself): no packet is lost.
+  await t.test('no host packet at all is lost when the gates open', () => {
     assert.deepEqual(startupLosses, []);
   });
 

@@ -38,6 +38,7 @@ import { compareCidr, cidrContains, familyOf, hostCidr, networkHostCidr, type Ci
 import type { WgKey } from './key.js';
 import {
   OWNERSHIP,
+  deviceSysctlKey,
   type ClusterSnapshot,
   type DesiredDevice,
   type DesiredDisabled,
@@ -937,7 +938,15 @@ export function desiredOf(ix: DesiredIndex): DesiredEnabled {
     }
   }
   const sysctls = new Map<string, string>();
-  if (ix.facts.hostEncryption) sysctls.set('net.ipv4.conf.all.src_valid_mark', '1');
+  if (ix.facts.hostEncryption) {
+    sysctls.set('net.ipv4.conf.all.src_valid_mark', '1');
+    // Loose reverse-path filtering on the device alone (effective value: the larger of `all` and the
+    // device's). WireGuard already accepts from a peer only sources inside its allowed IPs, so this drops
+    // nothing that matters; what it keeps is host traffic a peer encrypts to us while our route back to
+    // its node IP is still `throw` (our handshake gate not open yet, up to one poll): under strict
+    // rp_filter the kernel would drop it, as the route back does not point into the device.
+    sysctls.set(deviceSysctlKey(s.interfaceName, 'rp_filter'), '2');
+  }
   return {
     kind: 'enabled',
     node: ix.node,

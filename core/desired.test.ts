@@ -125,14 +125,14 @@ describe('desired: AKS, workload-IP mode, host encryption', () => {
     assert.equal(d.device.mtu, 1340);
     assert.match(d.device.mtuReason, /1500.*60.*100.*= 1340/);
   });
-  it('raw PREROUTING marking and src_valid_mark', () => {
+  it('raw PREROUTING marking, src_valid_mark and loose rp_filter on the device', () => {
     assert.deepEqual(d.firewall.map((c) => `${c.family} ${c.table} ${c.name} ${c.hook}`), [
       '4 filter WGPLANE-INPUT INPUT',
       '4 filter WGPLANE-OUTPUT OUTPUT',
       '4 raw WGPLANE-PREROUTING PREROUTING',
     ]);
     assert.deepEqual(d.firewall[2]!.rules, ['-i lo -j RETURN', '-i wireguard.wgp -j RETURN', '-i azv+ -j RETURN', '-j MARK --set-xmark 0x100000/0x100000']);
-    assert.deepEqual([...d.sysctls], [['net.ipv4.conf.all.src_valid_mark', '1']]);
+    assert.deepEqual([...d.sysctls], [['net.ipv4.conf.all.src_valid_mark', '1'], ['net/ipv4/conf/wireguard.wgp/rp_filter', '2']]);
     assert.deepEqual(d.problems, []);
   });
 });

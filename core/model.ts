@@ -320,6 +320,26 @@ export const OWNERSHIP = {
   settingsName: 'wgplane',
 } as const;
 
+// Sysctl keys. Global ones are written the usual way (`net.ipv4.conf.all.src_valid_mark`); a sysctl of
+// one device is keyed by its path under /proc/sys (`net/ipv4/conf/wireguard.wgp/rp_filter`), since
+// interface names may hold dots. `sysctl -w` takes both forms; it exists only while the device does.
+
+/** The key of sysctl `leaf` of device `device` (IPv4 `conf`). */
+export function deviceSysctlKey(device: string, leaf: string): string {
+  return `net/ipv4/conf/${device}/${leaf}`;
+}
+
+/** The device a sysctl key belongs to, or null for a global one. */
+export function sysctlDevice(key: string): string | null {
+  const m = /^net\/ipv[46]\/conf\/([^/]+)\/[^/]+$/.exec(key);
+  return m === null ? null : m[1]!;
+}
+
+/** The file of a sysctl key under the sysctl root (/proc/sys). */
+export function sysctlPath(root: string, key: string): string {
+  return `${root}/${key.includes('/') ? key : key.replaceAll('.', '/')}`;
+}
+
 /** The observed state of a node where wgplane has never run (for `--observed empty`). */
 export const EMPTY_OBSERVED: ObservedDataplane = {
   device: null,

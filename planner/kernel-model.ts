@@ -8,6 +8,7 @@ import type { Cidr, Family } from '../core/ip.js';
 import { cidrCovers, compareCidr, familyOf } from '../core/ip.js';
 import type { WgKey } from '../core/key.js';
 import type { FirewallChain, ObservedDataplane, ObservedDevice, ObservedPeer, Operation, Route, Rule } from '../core/model.js';
+import { sysctlDevice } from '../core/model.js';
 
 /** The key a device-configure with `publicKey: null` ("the stored key") leaves on the device. */
 export const STORED_KEY_PLACEHOLDER = 'c3RvcmVkLWtleS1wbGFjZWhvbGRlci0wMDAwMDAwMDA=' as WgKey;
@@ -66,6 +67,18 @@ function linkExists(s: ModelState, name: string): boolean {
   return s.device?.name === name || s.staleDevices.includes(name) || s.conflicts.includes(name) || (s.foreign?.links.some((l) => l.name === name) ?? false);
 }
 
+/** A device's sysctls exist only while it does. */
+function noSuchSysctl(s: ModelState, key: string): string | null {
+  const dev = sysctlDevice(key);
+  return dev !== null && !linkExists(s, dev) ? `sysctl: cannot stat /proc/sys/${key}: No such file or directory` : null;
+}
+
+function dropDeviceSysctls(sysctls: ReadonlyMap<string, string>, device: string): Map<string, string> {
+  const m = new Map(sysctls);
+  for (const k of sysctls.keys()) if (sysctlDevice(k) === device) m.delete(k);
+  return m;
+}
+
 function withForeignLink<S extends ModelState>(s: S, name: string, f: (l: ForeignLink) => ForeignLink | null): E.Either<string, S> {
   const foreign = s.foreign ?? EMPTY_FOREIGN;
   const l = foreign.links.find((x) => x.name === name);
@@ -110,6 +123,8 @@ export function applyOperation<S extends ModelState>(s: S, op: Operation): E.Eit
   let dev: ObservedDevice | null = s.device;
   switch (op.kind) {
     case 'sysctl-set': {
+      const missing = noSuchSysctl(s, op.key);
+      if (missing !== null) return E.left(missing);
       const sysctls = new Map(s.sysctls);
       sysctls.set(op.key, op.value);
       return E.right({ ...s, sysctls });
@@ -123,11 +138,11 @@ export function applyOperation<S extends ModelState>(s: S, op: Operation): E.Eit
     case 'link-delete': {
       if ((dev = ours(op.name)) !== null) {
         const foreign = s.foreign === undefined ? undefined : dropDeviceRoutesForeign(s.foreign, op.name);
-        return E.right({ ...s, device: null, peers: new Map(), routes: dropDeviceRoutes(s.routes, op.name), ...(foreign ? { foreign } : {}) });
+        return E.right({ ...s, device: null, peers: new Map(), routes: dropDeviceRoutes(s.routes, op.name), sysctls: dropDeviceSysctls(s.sysctls, op.name), ...(foreign ? { foreign } : {}) });
       }
       if (s.staleDevices.includes(op.name)) {
         const foreign = s.foreign === undefined ? undefined : dropDeviceRoutesForeign(s.foreign, op.name);
-        return E.right({ ...s, staleDevices: s.staleDevices.filter((n) => n !== op.name), routes: dropDeviceRoutes(s.routes, op.name), ...(foreign ? { foreign } : {}) });
+        return E.right({ ...s, staleDevices: s.staleDevices.filter((n) => n !== op.name), routes: dropDeviceRoutes(s.routes, op.name), sysctls: dropDeviceSysctls(s.sysctls, op.name), ...(foreign ? { foreign } : {}) });
       }
       if (s.conflicts.includes(op.name)) return E.right({ ...s, conflicts: s.conflicts.filter((n) => n !== op.name) });
       return E.map((t: S) => ({ ...t, routes: dropDeviceRoutes(t.routes, op.name) }))(withForeignLink(s, op.name, () => null));
@@ -379,9 +394,12 @@ export function applyOperationInPlace(m: MutableObserved, op: Operation): string
   };
   let dev: ObservedDevice | null;
   switch (op.kind) {
-    case 'sysctl-set':
+    case 'sysctl-set': {
+      const missing = noSuchSysctl(m as ModelState, op.key);
+      if (missing !== null) return missing;
       m.sysctls.set(op.key, op.value);
       return null;
+    }
     case 'link-create':
       if (linkExists(m, op.name)) return `RTNETLINK answers: File exists (${op.name})`;
       if (m.device !== null) return `model: a second wgplane device (${op.name} beside ${m.device.name})`;
@@ -399,6 +417,7 @@ export function applyOperationInPlace(m: MutableObserved, op: Operation): string
           m.owners.shared.clear();
         } else m.staleDevices = m.staleDevices.filter((n) => n !== op.name);
         dropDeviceRoutesInPlace(m.routes, op.name);
+        for (const k of [...m.sysctls.keys()]) if (sysctlDevice(k) === op.name) m.sysctls.delete(k);
         if (m.foreign !== undefined) m.foreign = dropDeviceRoutesForeign(m.foreign, op.name);
         return null;
       }

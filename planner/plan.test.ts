@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as E from 'fp-ts/lib/Either.js';
 import type { DesiredDisabled, ObservedDataplane, Operation, OperationKind } from '../core/model.js';
-import { EMPTY_OBSERVED } from '../core/model.js';
+import { deviceSysctlKey, EMPTY_OBSERVED } from '../core/model.js';
 import { applyPlan, blackHoles } from '../planner/kernel-model.js';
 import type { ModelState } from '../planner/kernel-model.js';
 import { plan, planScoped } from '../planner/plan.js';
@@ -166,6 +166,41 @@ describe('plan: changes (table)', () => {
       applyAndCheck(t.d, s);
     });
   }
+});
+
+describe("plan: the device's own sysctls (they exist only while the device does)", () => {
+  const RP = deviceSysctlKey(DEV, 'rp_filter');
+  const d = desired([B, C], ['10.1.0.9/32'], { sysctls: new Map([['net.ipv4.conf.all.src_valid_mark', '1'], [RP, '2']]) });
+  it('from an empty node: global sysctls first, the device sysctl right after the device, before any route', () => {
+    const ops = plan(d, EMPTY_OBSERVED).ops;
+    const at = (key: string) => index(ops, (o) => o.kind === 'sysctl-set' && o.key === key);
+    assert.ok(at('net.ipv4.conf.all.src_valid_mark') < index(ops, (o) => o.kind === 'link-create'));
+    assert.ok(at(RP) > index(ops, (o) => o.kind === 'device-configure'));
+    assert.ok(at(RP) < index(ops, (o) => o.kind === 'route-add'));
+    const after = applyAndCheck(d, EMPTY_OBSERVED);
+    assert.equal(after.sysctls.get(RP), '2');
+  });
+  it('the kernel model refuses it before the device exists (so the order above is checked)', () => {
+    const op: Operation = { kind: 'sysctl-set', key: RP, value: '2', from: null, origin: { kind: 'setting', setting: 'hostEncryption' } };
+    const r = applyPlan(EMPTY_OBSERVED, [op]);
+    assert.ok(E.isLeft(r) && /No such file or directory/.test(r.left.message));
+  });
+  it('on an existing device whose value differs: one sysctl-set, from the observed value', () => {
+    const s0 = converged(d);
+    const s1: ModelState = { ...s0, sysctls: new Map([...s0.sysctls, [RP, '1']]) };
+    const ops = plan(d, s1).ops;
+    assert.deepEqual(ops.map((o) => [o.kind, (o as { from?: string }).from]), [['sysctl-set', '1']]);
+  });
+  it('goes with the device on tear-down, and a re-created device gets it again', () => {
+    const s0 = converged(d);
+    const off: DesiredDisabled = { kind: 'disabled', node: node('self'), why: 'setting', interfaceName: DEV, table: TABLE, problems: [] };
+    const down = applyAndCheck(off, s0);
+    assert.equal(down.sysctls.has(RP), false);
+    assert.equal(down.sysctls.get('net.ipv4.conf.all.src_valid_mark'), '1');
+    const ops = plan(d, down).ops;
+    assert.equal(ops.filter((o) => o.kind === 'sysctl-set').length, 1);
+    applyAndCheck(d, down);
+  });
 });
 
 describe('plan: disabled and blocked', () => {

@@ -5,7 +5,8 @@
 // Order when enabled (see FIELD-NOTES "Order of changes"):
 //   0. rule-delete of owned rules that differ from the desired ones; link-delete of stale devices
 //   1. sysctl-set
-//   2. the device: link-create, link-set-mtu, link-set-up (new device), addresses, device-configure
+//   2. the device: link-create, link-set-mtu, link-set-up (new device), addresses, device-configure,
+//      then the device's own sysctls (they exist only once the device does)
 //   3. RETREAT: route changes that send nothing into the device (device -> throw, deletions, new throws)
 //   4. peer-add, peer-update (allowed IPs added, endpoint, keepalive); an added allowed IP leaves any
 //      other peer in the kernel by itself, so moved pod IPs and changed keys stay covered throughout
@@ -16,6 +17,7 @@
 //   8. firewall chains (changed or unhooked chains set; owned chains no longer desired removed)
 // When disabled: rule-delete first, then table-flush per family, link-delete, firewall chains removed.
 import type { Cidr, Family } from '../core/ip.js';
+import { sysctlDevice } from '../core/model.js';
 import { compareCidr, familyOf } from '../core/ip.js';
 import type { WgKey } from '../core/key.js';
 import type {
@@ -325,16 +327,19 @@ class Ctx {
     const dev = d.device;
     const obs = this.observed;
     const ops: Operation[] = [...this.phase0];
-    // 1. sysctls
-    for (const key of [...d.sysctls.keys()].sort()) {
-      const value = d.sysctls.get(key)!;
-      const from = obs.sysctls.get(key) ?? null;
-      if (from !== value) {
-        ops.push({ kind: 'sysctl-set', key, value, from, origin: { kind: 'setting', setting: key.endsWith('src_valid_mark') ? 'hostEncryption' : 'enabled', detail: key } });
-      }
-    }
-    // 2. the device
+    // 1. sysctls (those of the device itself once it exists, at the end of 2.)
     const o = this.obsDevice;
+    const sysctlKeys = [...d.sysctls.keys()].sort();
+    const sysctl = (key: string, into: Operation[]): void => {
+      const value = d.sysctls.get(key)!;
+      const from = sysctlDevice(key) !== null && o === null ? null : obs.sysctls.get(key) ?? null;
+      if (from !== value) {
+        const setting = key.endsWith('src_valid_mark') || key.endsWith('/rp_filter') ? 'hostEncryption' : 'enabled';
+        into.push({ kind: 'sysctl-set', key, value, from, origin: { kind: 'setting', setting, detail: key } });
+      }
+    };
+    for (const key of sysctlKeys) if (sysctlDevice(key) === null) sysctl(key, ops);
+    // 2. the device
     let deferredUp: Operation | null = null;
     const devOrigin: Origin = { kind: 'setting', setting: 'interfaceName' };
     if (o === null) {
@@ -359,6 +364,7 @@ class Ctx {
         });
       }
     }
+    for (const key of sysctlKeys) if (sysctlDevice(key) !== null) sysctl(key, ops);
     // 3..6
     pushAll(ops, sortBy(this.retreat, routeDest, true));
     pushAll(ops, sortBy(this.peerAdds, peerKeyOf, false));

@@ -9,7 +9,7 @@ import type { Cidr, Family } from '../core/ip.js';
 import { compareCidr, familyOf } from '../core/ip.js';
 import type { WgKey } from '../core/key.js';
 import type { DesiredDataplane, DesiredEnabled, DesiredPeer, DesiredRoute, FirewallChain, Operation, Route } from '../core/model.js';
-import { EMPTY_OBSERVED } from '../core/model.js';
+import { deviceSysctlKey, EMPTY_OBSERVED } from '../core/model.js';
 import type { ForeignState, ModelState } from '../planner/kernel-model.js';
 import { applyOperation, applyPlan, blackHoles } from '../planner/kernel-model.js';
 import { plan, planScoped } from '../planner/plan.js';
@@ -64,6 +64,7 @@ const enabledArb: fc.Arbitrary<DesiredEnabled> = fc
     chains: fc.subarray([...CHAINS]),
     chainVariant: fc.boolean(),
     sysctl: fc.constantFrom(null, '1', '0'),
+    deviceSysctl: fc.constantFrom(null, '2', '1'),
   })
   .map((g) => {
     const peerIPs: Cidr[][] = g.keys.map(() => []);
@@ -90,7 +91,10 @@ const enabledArb: fc.Arbitrary<DesiredEnabled> = fc
       routes,
       rules: families.map((family) => ({ family, priority: g.priority, table: TABLE, fwmark: g.fwmark, mask: g.fwmark })),
       firewall: g.chains.map((ch) => (g.chainVariant ? { ...ch, rules: [...ch.rules, '-j RETURN'] } : ch)),
-      sysctls: g.sysctl === null ? new Map() : new Map([['net.ipv4.conf.all.src_valid_mark', g.sysctl]]),
+      sysctls: new Map([
+        ...(g.sysctl === null ? [] : [['net.ipv4.conf.all.src_valid_mark', g.sysctl] as const]),
+        ...(g.deviceSysctl === null ? [] : [[deviceSysctlKey(DEV, 'rp_filter'), g.deviceSysctl] as const]),
+      ]),
       problems: [],
     } satisfies DesiredEnabled;
   });
@@ -124,6 +128,7 @@ const junkOpArb: fc.Arbitrary<Operation> = fc.oneof(
     ({ ch, remove }): Operation => ({ kind: 'firewall-chain', chain: { ...ch, rules: ['-j ACCEPT'] }, remove, hooked: false, origin: { kind: 'unowned', detail: 'junk' } }),
   ),
   fc.constantFrom('0', '1').map((value): Operation => ({ kind: 'sysctl-set', key: 'net.ipv4.conf.all.src_valid_mark', value, from: null, origin: { kind: 'unowned', detail: 'junk' } })),
+  fc.constantFrom('0', '1', '2').map((value): Operation => ({ kind: 'sysctl-set', key: deviceSysctlKey(DEV, 'rp_filter'), value, from: null, origin: { kind: 'unowned', detail: 'junk' } })),
   fc.constantFrom(1280, 1500).map((mtu): Operation => ({ kind: 'link-set-mtu', name: DEV, mtu, from: 0, origin: { kind: 'unowned', detail: 'junk' } })),
   fc.constantFrom(c('10.0.0.9/32'), c('10.0.0.1/32')).map((address): Operation => ({ kind: 'address-add', device: DEV, address, origin: { kind: 'unowned', detail: 'junk' } })),
 );
