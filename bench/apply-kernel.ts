@@ -18,6 +18,7 @@ import { plan, planScoped } from '../planner/plan.js';
 import { applyPlan } from '../planner/kernel-model.js';
 import { hostCidr, type IP } from '../core/ip.js';
 import type { DesiredEnabled, NodeName, ObservedDataplane, PodInfo, PodKey } from '../core/model.js';
+import { sysctlDevice } from '../core/model.js';
 
 const NODES = Number(process.env.BENCH_APPLY_NODES ?? 1000);
 const PODS = Number(process.env.BENCH_APPLY_PODS ?? 30);
@@ -47,11 +48,14 @@ async function floorFresh(run: Runner, d: DesiredEnabled, privateKey: string): P
     for (const c of chains) fw.push(...c.rules.map((r) => `-A ${c.name} ${r}`), `-I ${c.hook} 1 -j ${c.name}`);
     fw.push('COMMIT');
   }
-  const sysctls = [...d.sysctls].map(([k, v]) => `${k}=${v}`);
+  // global sysctls first; the device's own once it exists (as wgplane does)
+  const sysctls = [...d.sysctls].filter(([k]) => sysctlDevice(k) === null).map(([k, v]) => `${k}=${v}`);
+  const devSysctls = [...d.sysctls].filter(([k]) => sysctlDevice(k) !== null).map(([k, v]) => `${k}=${v}`);
   const t0 = performance.now();
   if (sysctls.length > 0) await runChecked(run, 'sysctl', ['-qw', ...sysctls]);
   await runChecked(run, 'wireguard-go', [dev]);
   await runChecked(run, 'ip', ['link', 'set', dev, 'mtu', String(d.device.mtu), 'up']);
+  if (devSysctls.length > 0) await runChecked(run, 'sysctl', ['-qw', ...devSysctls]);
   await runChecked(run, 'sh', ['-c', `cat | wg setconf ${dev} /dev/stdin`], { input: conf.join('\n') + '\n' });
   await runChecked(run, 'ip', ['-batch', '-'], { input: routes.join('\n') + '\n' });
   await runChecked(run, 'ip', ['-4', '-batch', '-'], { input: rule });

@@ -4,7 +4,7 @@
 // by the stand-in API server), the settings ConfigMap against decodeSettings, and the DaemonSet's flags
 // against `wgplane daemon --help`.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -214,6 +214,12 @@ describe('deploy/ manifests: the DaemonSet', () => {
     // The image's sysctl writes through this root (deploy/sysctl.sh); it must be the mounted host /proc/sys.
     const env = new Map<string, Obj>(c.env.map((e: Obj) => [e.name, e]));
     assert.equal(env.get('WGPLANE_SYSCTL_ROOT')?.value, '/host/proc/sys');
+    // The young-generation size the daemon benchmark measures with (scripts/bench.sh reads it from here),
+    // in a form NODE_OPTIONS accepts (node refuses to start on an option it does not allow there).
+    const nodeOptions = String(env.get('NODE_OPTIONS')?.value);
+    assert.match(nodeOptions, /^--max-semi-space-size=\d+$/);
+    const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(require("v8").getHeapStatistics().total_heap_size > 0))'], { env: { ...process.env, NODE_OPTIONS: nodeOptions }, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
     // Nothing mounted inside /proc (the runtime refuses it) and every mount has its volume.
     for (const [p, m] of mounts) {
       assert.ok(!p.startsWith('/proc/'), p);
