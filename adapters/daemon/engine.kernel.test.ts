@@ -118,6 +118,11 @@ describe('daemon engine (real kernel, wireguard-go)', { skip: skip ?? false, tim
     assert.match(await sh(`ip route show table ${T}`), /throw 10\.99\.99\.99/);
     assert.equal((await get('/readyz')).code, 503);
     assert.equal((await get('/healthz')).code, 200);
+    // a source that cannot sync says why (a settings ConfigMap that does not decode holds the kube source)
+    source.emit({ kind: 'error', where: 'ConfigMap kube-system/wgplane', message: 'not synced, nothing is changed' });
+    const r = await get('/readyz');
+    assert.equal(r.code, 503);
+    assert.match(r.body, /waiting for the source to sync; last source error: ConfigMap kube-system\/wgplane: not synced/);
   });
 
   it('the first sync programs the node, publishes the key after the device exists, and becomes ready', async () => {
@@ -196,13 +201,16 @@ describe('daemon engine (real kernel, wireguard-go)', { skip: skip ?? false, tim
   it('source errors leave the kernel as it is', async () => {
     const before = await sh(`ip route show table ${T}; ip rule show; wg show ${settings.interfaceName} allowed-ips | sort; wg show ${settings.interfaceName} endpoints | sort`);
     const c0 = engine.stats.cycles;
+    const e0 = engine.stats.sourceErrors; // the one before the sync (first test)
     for (let i = 0; i < 5; i++) source.emit({ kind: 'error', where: 'watch pods', message: 'connect ECONNREFUSED 10.0.0.1:443' });
     for (let i = 0; i < 10; i++) await tick();
     await engine.idle();
     assert.equal(engine.stats.cycles, c0);
-    assert.equal(engine.stats.sourceErrors, 5);
+    assert.equal(engine.stats.sourceErrors, e0 + 5);
     assert.equal(await sh(`ip route show table ${T}; ip rule show; wg show ${settings.interfaceName} allowed-ips | sort; wg show ${settings.interfaceName} endpoints | sort`), before);
-    assert.match((await get('/metrics')).body, /^wgplane_errors_total\{kind="source"\} 5$/m);
+    assert.match((await get('/metrics')).body, new RegExp(`^wgplane_errors_total\\{kind="source"\\} ${e0 + 5}$`, 'm'));
+    // once synced, source errors no longer show in /readyz
+    assert.equal((await get('/readyz')).code, 200);
   });
 
   it('restores the key annotation when someone removes or changes it', async () => {

@@ -210,6 +210,8 @@ export class Engine {
 
   private lastApply: ApplyResult = 'none';
   private lastError: string | null = null;
+  /** The source's last error before it synced (a held sync says why here, in /readyz and /status). */
+  private lastSourceErrorBeforeSync: string | null = null;
   private lastSuccessAt: number | null = null;
   private lastReconcile: LastReconcile | null = null;
   private pendingOps = 0;
@@ -320,7 +322,10 @@ export class Engine {
   }
 
   ready(): { ok: boolean; detail: string } {
-    if (!this.store.synced) return { ok: false, detail: 'waiting for the source to sync' };
+    if (!this.store.synced) {
+      const why = this.lastSourceErrorBeforeSync;
+      return { ok: false, detail: why === null ? 'waiting for the source to sync' : `waiting for the source to sync; last source error: ${why}` };
+    }
     if (!this.firstApplyOk) return { ok: false, detail: this.lastError ? `first apply not done: ${this.lastError}` : 'first apply not done yet' };
     return { ok: true, detail: `last apply ${this.lastApply}` };
   }
@@ -334,6 +339,7 @@ export class Engine {
       this.stats.sourceErrors++;
       this.metrics.errors.inc({ kind: 'source' });
       this.log.warn({ where: e.where, err: e.message }, 'source error; the dataplane is left as it is');
+      if (!this.store.synced) this.lastSourceErrorBeforeSync = `${e.where}: ${e.message}`;
       return;
     }
     const wasSynced = this.store.synced;
