@@ -805,7 +805,7 @@ export class Engine {
       wireguard: ix === null ? 'unknown' : ix.kind === 'disabled' ? 'disabled' : 'enabled',
       disabledWhy: ix !== null && ix.kind === 'disabled' ? ix.why : null,
       lastApply: this.lastApply,
-      lastError: this.lastError,
+      lastError: this.lastError ?? (this.store.synced ? null : this.lastSourceErrorBeforeSync),
       lastSuccess: this.lastSuccessAt === null ? null : new Date(this.lastSuccessAt).toISOString(),
       lastReconcile: this.lastReconcile,
       pendingOps: this.pendingOps,
