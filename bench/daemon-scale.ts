@@ -1,6 +1,7 @@
 // Memory and timings of the REAL `wgplane daemon` process at scale (root only):
 //   node --import tsx bench/daemon-scale.ts [--nodes 5000] [--pods 110] [--resync-interval 90] [--idle 30]
 //                                           [--events 6] [--cli dist|tsx] [--seed 7] [--keep]
+//                                           [--node-options '--max-old-space-size=256']
 //
 // The cluster is AKS-shaped (generateCluster flavor 'aks': workload IPs, every pod IP its own /32 route and
 // allowed IP, host encryption on). A stand-in API server (testing/standin-apiserver.ts) holds its Nodes,
@@ -57,6 +58,9 @@ const IDLE_S = Number(arg('idle', '30'));
 const EVENTS = Number(arg('events', '6'));
 const CLI_KIND = arg('cli', 'dist') as 'dist' | 'tsx';
 const TIMEOUT_MS = Number(arg('timeout', '1800')) * 1000;
+/** Appended to the DaemonSet's NODE_OPTIONS, e.g. `--max-old-space-size=256`: the old-generation limit V8
+ *  picks by itself inside a 1Gi container (Node sizes the heap from the cgroup limit: a quarter of it). */
+const EXTRA_NODE_OPTIONS = arg('node-options', '');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = (m: string) => process.stderr.write(`[daemon-scale ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
@@ -135,7 +139,7 @@ function pidsIn(ns: string, exclude: ReadonlySet<number>): number[] {
   return out;
 }
 
-interface Sample { readonly t: number; readonly rss: number; readonly group: number; readonly wg: number }
+interface Sample { readonly t: number; readonly rss: number; readonly group: number; readonly wg: number; readonly who: string }
 
 class Sampler {
   readonly samples: Sample[] = [];
@@ -151,23 +155,23 @@ class Sampler {
   tick(): void {
     const rss = statusKb(this.pid, 'VmRSS');
     let group = 0, wg = 0;
+    const who: string[] = [];
     for (const p of pidsIn(this.ns, this.exclude)) {
       const r = statusKb(p, 'VmRSS');
       group += r;
-      if (p !== this.pid) {
-        let comm = '';
-        try { comm = readFileSync(`/proc/${p}/comm`, 'utf8').trim(); } catch { /* gone */ }
-        if (comm === 'wireguard-go') { wg += r; this.wgPid = p; }
-      }
+      let comm = '';
+      try { comm = readFileSync(`/proc/${p}/comm`, 'utf8').trim(); } catch { /* gone */ }
+      if (r > 0) who.push(`${comm} ${(r / 1024).toFixed(0)}`);
+      if (p !== this.pid && comm === 'wireguard-go') { wg += r; this.wgPid = p; }
     }
-    this.samples.push({ t: performance.now(), rss, group, wg });
+    this.samples.push({ t: performance.now(), rss, group, wg, who: who.join(', ') });
   }
   window(from: number, to = Infinity): Sample[] {
     return this.samples.filter((s) => s.t >= from && s.t <= to);
   }
 }
-const maxOf = (xs: Sample[], k: keyof Sample) => xs.reduce((m, s) => Math.max(m, s[k]), 0);
-const minOf = (xs: Sample[], k: keyof Sample) => xs.reduce((m, s) => Math.min(m, s[k]), Infinity);
+const maxOf = (xs: Sample[], k: 'rss' | 'group' | 'wg') => xs.reduce((m, s) => Math.max(m, s[k]), 0);
+const minOf = (xs: Sample[], k: 'rss' | 'group' | 'wg') => xs.reduce((m, s) => Math.min(m, s[k]), Infinity);
 
 // ---------------------------------------------------------------------------------------------------
 
@@ -231,7 +235,7 @@ async function main(): Promise<void> {
     // The daemon
     const [cmd, ...prefix] = nodePrefix(ns.name);
     const args = [...prefix, process.execPath, ...cli, 'daemon', '--source', 'kube', '--kubeconfig', info.kubeconfig, '--state-dir', stateDir, '--wireguard', 'userspace', '--metrics-addr', '127.0.0.1:9476', '--log-level', 'info'];
-    const env = { ...process.env, NODE_NAME: info.node, NODE_OPTIONS: '--max-semi-space-size=32' };
+    const env = { ...process.env, NODE_NAME: info.node, NODE_OPTIONS: `--max-semi-space-size=32${EXTRA_NODE_OPTIONS ? ` ${EXTRA_NODE_OPTIONS}` : ''}` };
     delete (env as Record<string, string | undefined>).KUBECONFIG;
     const t0 = performance.now();
     daemon = spawn(cmd!, args, { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -303,8 +307,8 @@ async function main(): Promise<void> {
     const resyncDoneEpoch = Date.parse(st.lastReconcile!.time);
     const k = Math.floor((resyncDoneEpoch - syncedEpoch) / (RESYNC_S * 1000));
     const resyncDueEpoch = syncedEpoch + k * RESYNC_S * 1000;
+    await sleep(1000); // status.json is written up to 1 s after the cycle: the tail of the resync is in
     const hwmResync = statusKb(pid, 'VmHWM');
-    await sleep(1000);
     const rssAfterResync = statusKb(pid, 'VmRSS');
     const resyncSamples = sampler.window(markResync);
     log(`resync done: ${resyncDoneEpoch - resyncDueEpoch} ms after it was due (step ${st.lastReconcile!.durationMs} ms, drift ${st.lastReconcile!.applied}); VmHWM since reset ${mb(hwmResync)}; RSS after ${mb(rssAfterResync)}`);
@@ -351,9 +355,10 @@ async function main(): Promise<void> {
     sampler.tick();
     const all = sampler.samples;
     const peakGroup = maxOf(all, 'group');
-    const peakGroupAt = all.find((s) => s.group === peakGroup)!.t;
+    const peakSample = all.find((s) => s.group === peakGroup)!;
+    const peakGroupAt = peakSample.t;
     const phaseOf = (t: number) => (t <= ready.at ? 'start-up' : t < markResync ? 'idle' : t < markEvents ? 'resync' : 'pod events');
-    const peakDaemon = Math.max(hwmStartup, hwmBeforeReset, hwmResync, hwmEvents);
+    const peakDaemon = Math.max(hwmStartup, hwmBeforeReset, hwmResync, hwmEvents, maxOf(all, 'rss'));
 
     // Stop: SIGTERM (the dataplane is left in place; the namespace goes in the finally)
     const ts = performance.now();
@@ -365,7 +370,7 @@ async function main(): Promise<void> {
     const node = process.version;
     rows.push(
       ['cluster', `${NODES.toLocaleString('en')} nodes x ${PODS} pods (AKS, ${(NODES * PODS).toLocaleString('en')} pods, ${info.objects.toLocaleString('en')} API objects), host encryption on, resyncInterval ${RESYNC_S} s`],
-      ['daemon', `${CLI_KIND === 'dist' ? 'compiled dist/cmd/main.js' : 'tsx cmd/main.ts'}, Node ${node}, NODE_OPTIONS=--max-semi-space-size=32, --source kube (stand-in API server, own process)`],
+      ['daemon', `${CLI_KIND === 'dist' ? 'compiled dist/cmd/main.js' : 'tsx cmd/main.ts'}, Node ${node}, NODE_OPTIONS=${env.NODE_OPTIONS}, --source kube (stand-in API server, own process)`],
       ['scale reached', `${routeCount} routes in table ${TABLE} (${devRoutes} into ${DEV}), ${peerCount} peers, ${allowed} allowed IPs`],
       ['start -> source synced (paged list)', sec(synced.at - t0)],
       ['source synced -> first apply done', `${sec(ready.at - synced.at)} (apply ${firstApply ? `${firstApply.json?.ops} ops in ${sec(Number(firstApply.json?.durationMs))}` : '?'})`],
@@ -374,13 +379,13 @@ async function main(): Promise<void> {
       ['peak RSS during start-up (VmHWM)', `**${mb(hwmStartup)}** (sampled max ${mb(maxOf(startup, 'rss'))})`],
       [`steady RSS after ${IDLE_S} s idle`, `**${mb(rssSteady)}** (range over the window ${mb(minOf(idle, 'rss'))}-${mb(maxOf(idle, 'rss'))})`],
       ['full resync (observe, full plan, execute)', `${sec(resyncDoneEpoch - resyncDueEpoch)} from due to done (plan+execute step ${st.lastReconcile!.durationMs} ms, drift ${st.lastReconcile!.applied} ops)`],
-      ['peak RSS across the resync (VmHWM since reset)', `**${mb(hwmResync)}** (sampled max ${mb(maxOf(resyncSamples.filter((s) => s.t < markEvents), 'rss'))}); RSS 1 s after ${mb(rssAfterResync)}`],
+      ['peak RSS across the resync (VmHWM since reset)', `**${mb(hwmResync)}** (sampled max ${mb(maxOf(resyncSamples.filter((s) => s.t < markEvents), 'rss'))}); RSS 1 s after the resync's status ${mb(rssAfterResync)}`],
       ['kernel reads of a resync, alone', `\`ip -json route show table\` ${routeReadMs.toFixed(0)} ms (${(routesJson.stdout.length / 1048576).toFixed(1)} MB of JSON); \`wg show dump\` ${dumpMs.toFixed(0)} ms (${(dump.stdout.length / 1048576).toFixed(1)} MB)`],
       [`pod created on a remote node -> /32 route in table ${TABLE} (${EVENTS})`, `median ${median(addLat).toFixed(0)} ms, max ${Math.max(...addLat).toFixed(0)} ms`],
       [`pod deleted -> route gone (${EVENTS})`, `median ${median(delLat).toFixed(0)} ms, max ${Math.max(...delLat).toFixed(0)} ms; peak RSS across the events ${mb(hwmEvents)}`],
       ['peak RSS of the daemon, whole run', `**${mb(peakDaemon)}**`],
       ['wireguard-go', `RSS ${mb(wgRss)} at the end, VmHWM ${mb(wgHwm)}`],
-      ['peak summed RSS of the namespace\'s processes (daemon + wireguard-go + tools)', `**${mb(peakGroup)}** (${phaseOf(peakGroupAt)}); vs the 1Gi limit: ${((peakGroup / 1048576) * 100).toFixed(0)} %`],
+      ['peak summed RSS of the namespace\'s processes (daemon + wireguard-go + tools)', `**${mb(peakGroup)}** (${phaseOf(peakGroupAt)}: ${peakSample.who} MiB); vs the 1Gi limit: ${((peakGroup / 1048576) * 100).toFixed(0)} %`],
       ['SIGTERM -> exit', exited !== null ? `${stopMs.toFixed(0)} ms (${exited})` : 'did not exit in 30 s'],
       ['daemon warn/error log lines', String(warnErr.length)],
     );
