@@ -412,7 +412,11 @@ async function main(): Promise<void> {
       log(`daemon log kept in ${path.join(stateDir, 'daemon.log')}`);
     }
     if (daemon !== null && daemon.exitCode === null && daemon.signalCode === null) daemon.kill('SIGKILL');
-    if (server !== null && server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
+    if (server !== null && server.exitCode === null && server.signalCode === null) {
+      server.stdin?.end(); // the serve loop ends and closes the stand-in (which removes its kubeconfig dir)
+      for (let i = 0; i < 50 && server.exitCode === null; i++) await sleep(100);
+      if (server.exitCode === null) server.kill('SIGKILL');
+    }
     await lab.dispose();
     if (!process.argv.includes('--keep')) rmSync(stateDir, { recursive: true, force: true });
     if (buildDir !== null) rmSync(buildDir, { recursive: true, force: true });
