@@ -223,6 +223,24 @@ describe('executor (real kernel, wireguard-go)', { skip: skip ?? false }, () => 
     assert.ok(dc.message.length > 0);
   });
 
+  it('splits a large ip batch into bounded processes, and names the right operation when a later one fails', async () => {
+    const route = (dest: string, device?: string): Operation => ({ kind: 'route-add', table: TABLE, route: device ? { kind: 'device', dest: c(dest), device } : { kind: 'throw', dest: c(dest) }, origin: O });
+    const ok = [route('10.8.0.1/32'), route('10.8.0.2/32'), route('10.8.0.3/32'), route('10.8.0.4/32'), route('10.8.0.5/32')];
+    const counter = counting(node.run);
+    assert.deepEqual(await execute(ok, { backend: 'userspace', privateKey, run: counter.run, ipBatchMaxLines: 2 }), { kind: 'ok', applied: 5 });
+    assert.deepEqual(counter.calls.filter((x) => x.startsWith('ip ')).length, 3, counter.calls.join(' | '));
+    const bad = route('10.8.1.4/32', 'nosuchdev');
+    const ops = [route('10.8.1.1/32'), route('10.8.1.2/32'), route('10.8.1.3/32'), bad, route('10.8.1.5/32')];
+    const r = await execute(ops, { backend: 'userspace', privateKey, run: node.run, ipBatchMaxLines: 2 });
+    assert.ok(r.kind === 'failed');
+    assert.equal(r.applied, 3);
+    assert.equal(r.failed, bad);
+    assert.match(r.message, /Cannot find device "nosuchdev"/);
+    const o = await observe({ interfaceName: DEV, table: TABLE, run: node.run });
+    for (const d of ['10.8.0.1/32', '10.8.0.5/32', '10.8.1.3/32']) assert.ok(o.routes.has(c(d)), d);
+    assert.ok(!o.routes.has(c('10.8.1.5/32')), 'ran past the failure');
+  });
+
   it('plan() against the observed node, executed, converges to an empty plan', async () => {
     const obs = await observe({ interfaceName: DEV, table: TABLE, run: node.run });
     const desired: DesiredEnabled = {

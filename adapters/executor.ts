@@ -28,6 +28,8 @@ export interface ExecEnv {
   /** The kernel state the plan was made against. When given, a peer update that adds allowed IPs takes the
    *  peer's current list from here instead of reading every peer's list back from the kernel. */
   readonly observed?: ObservedDataplane;
+  /** Lines per `ip -batch` process (default IP_BATCH_MAX_LINES). */
+  readonly ipBatchMaxLines?: number;
 }
 
 /** A valid public key with no known private key: removed allowed IPs are parked on it, then it is removed. */
@@ -35,6 +37,10 @@ export const THROWAWAY_PEER = 'RkN2PQxYmjI5Vr48wxHV6b2lukZKQ3eO/po2E3AVHHU=' as 
 
 /** Peers removed (or given an endpoint) per `wg set` process: argv stays bounded whatever the cluster size. */
 const PEER_REMOVE_CHUNK = 500;
+/** Lines per `ip -batch` process. iproute2's batch mode keeps about 4 KB per command until it exits
+ *  (measured with iproute2 6.1: 200,000 route lines peak at 0.8 GB, 555,000 at 2.2 GB), so a large plan
+ *  goes through several processes, one after the other: about 80 MB each at most. */
+export const IP_BATCH_MAX_LINES = 20_000;
 /** Allowed IPs per `AllowedIPs =` line of a config (lines stay short). */
 const ALLOWED_IPS_PER_LINE = 64;
 
@@ -261,12 +267,13 @@ function runPiped(run: Runner, cmd: string, args: readonly string[], input: stri
 
 const msgOf = (r: RunResult) => (r.stderr.trim() || r.stdout.trim() || `exit code ${r.exitCode}`);
 
-async function runIp(run: Runner, step: IpStep): Promise<StepOutcome> {
+async function runIp(run: Runner, step: IpStep, maxLines = IP_BATCH_MAX_LINES): Promise<StepOutcome> {
+  const args = step.flag === null ? ['-batch', '-'] : [`-${step.flag}`, '-batch', '-'];
   let from = 0; // first line not yet known to be applied
-  for (;;) {
-    const args = step.flag === null ? ['-batch', '-'] : [`-${step.flag}`, '-batch', '-'];
-    const r = await run('ip', args, { input: step.lines.slice(from).join('\n') + '\n' });
-    if (r.exitCode === 0) return { ok: true };
+  while (from < step.lines.length) {
+    const to = Math.min(step.lines.length, from + Math.max(1, maxLines));
+    const r = await run('ip', args, { input: step.lines.slice(from, to).join('\n') + '\n' });
+    if (r.exitCode === 0) { from = to; continue; }
     const m = /Command failed -:(\d+)/.exec(r.stderr);
     const message = r.stderr.split('\n').filter((l) => l.trim() !== '' && !/^Command failed -:\d+/.test(l)).join('; ') || msgOf(r);
     if (!m) return { ok: false, done: step.lineOp[from] ?? 0, message };
@@ -274,18 +281,18 @@ async function runIp(run: Runner, step: IpStep): Promise<StepOutcome> {
     const opIdx = step.lineOp[line] ?? 0;
     const op = step.ops[opIdx]!;
     // Flushing an IPv6 table that has never held a route: the kernel has no such table; nothing to flush.
-    if (op.kind === 'table-flush' && /FIB table does not exist/.test(message) && line + 1 < step.lines.length) { from = line + 1; continue; }
-    if (op.kind === 'table-flush' && /FIB table does not exist/.test(message)) return { ok: true };
+    if (op.kind === 'table-flush' && /FIB table does not exist/.test(message)) { from = line + 1; continue; }
     return { ok: false, done: opIdx, message };
   }
+  return { ok: true };
 }
 
-async function runLinkCreate(run: Runner, backend: Backend, step: Extract<Step, { kind: 'link-create' }>): Promise<StepOutcome> {
+async function runLinkCreate(run: Runner, backend: Backend, step: Extract<Step, { kind: 'link-create' }>, maxLines: number): Promise<StepOutcome> {
   const op = step.op;
   const created = backend === 'kernel' ? await run('ip', ['link', 'add', 'dev', op.name, 'type', 'wireguard']) : await run('wireguard-go', [op.name]);
   if (created.exitCode !== 0) return { ok: false, done: 0, message: msgOf(created) };
   // One batch: alias and MTU (line 1, the link-create itself), then the ip operations that followed it.
-  const marked = await runIp(run, step.ip);
+  const marked = await runIp(run, step.ip, maxLines);
   if (marked.ok || marked.done > 0) return marked; // a later line failed: the link is marked, it stays
   // Without the alias the new link would look like someone else's device forever: take it away again.
   await run('ip', ['link', 'del', 'dev', op.name]);
@@ -417,8 +424,8 @@ export async function execute(ops: readonly Operation[], env: ExecEnv): Promise<
     let out: StepOutcome;
     try {
       switch (step.kind) {
-        case 'ip': out = await runIp(run, step); break;
-        case 'link-create': out = await runLinkCreate(run, env.backend, step); break;
+        case 'ip': out = await runIp(run, step, env.ipBatchMaxLines); break;
+        case 'link-create': out = await runLinkCreate(run, env.backend, step, env.ipBatchMaxLines ?? IP_BATCH_MAX_LINES); break;
         case 'device-configure': out = await runDeviceConfigure(run, env, step.op); break;
         case 'peer-conf': out = await runPeerConf(run, step, env.observed); break;
         case 'peer-remove': out = await runPeerRemove(run, step); break;

@@ -13,8 +13,8 @@
 // The daemon is the compiled CLI, as the image runs it: `tsc -p . --outDir <tmp>/dist` (a private build
 // in a temporary directory, so that the repository's dist/ is not touched), started as
 // `node <tmp>/dist/cmd/main.js daemon --source kube --kubeconfig K --state-dir D --wireguard userspace
-// --metrics-addr 127.0.0.1:9476 --log-level info` with NODE_NAME and NODE_OPTIONS=--max-semi-space-size=32
-// (the DaemonSet's), inside the namespace with its own /run/wireguard (testing/netns.ts nodePrefix, as the
+// --metrics-addr 127.0.0.1:9476 --log-level info` with NODE_NAME and the DaemonSet's NODE_OPTIONS
+// (read from deploy/daemonset.yaml), inside the namespace with its own /run/wireguard (testing/netns.ts nodePrefix, as the
 // daemon kernel tests do). `--cli tsx` runs cmd/main.ts through tsx instead (as the kernel tests do; tsx's
 // loader thread adds memory that the image does not have).
 //
@@ -30,7 +30,7 @@
 //      /32 route is in (out of) table 51820 of the namespace.
 //   Also: routes in table 51820 and peers on the device (the scale was real), wireguard-go's RSS, and the
 //   peak of the summed RSS of every process of the namespace but the stand-in (daemon + wireguard-go +
-//   the ip/wg/iptables it runs): what the container's memory limit (1Gi in deploy/daemonset.yaml) covers.
+//   the ip/wg/iptables it runs): what the container's memory limit (deploy/daemonset.yaml) covers.
 // Prints a Markdown table; the daemon's warn/error log lines after it.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync, existsSync, symlinkSync, copyFileSync } from 'node:fs';
@@ -61,6 +61,13 @@ const TIMEOUT_MS = Number(arg('timeout', '1800')) * 1000;
 /** Appended to the DaemonSet's NODE_OPTIONS, e.g. `--max-old-space-size=256`: the old-generation limit V8
  *  picks by itself inside a 1Gi container (Node sizes the heap from the cgroup limit: a quarter of it). */
 const EXTRA_NODE_OPTIONS = arg('node-options', '');
+
+/** The NODE_OPTIONS the DaemonSet gives the agent (deploy/daemonset.yaml), as scripts/bench.sh reads them. */
+function daemonSetNodeOptions(): string {
+  const m = /^\s*value: (--max-semi-space-size=.*)$/m.exec(readFileSync(path.join(REPO, 'deploy', 'daemonset.yaml'), 'utf8'));
+  if (!m) throw new Error('deploy/daemonset.yaml: no NODE_OPTIONS value found');
+  return m[1]!.trim();
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = (m: string) => process.stderr.write(`[daemon-scale ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
@@ -235,7 +242,7 @@ async function main(): Promise<void> {
     // The daemon
     const [cmd, ...prefix] = nodePrefix(ns.name);
     const args = [...prefix, process.execPath, ...cli, 'daemon', '--source', 'kube', '--kubeconfig', info.kubeconfig, '--state-dir', stateDir, '--wireguard', 'userspace', '--metrics-addr', '127.0.0.1:9476', '--log-level', 'info'];
-    const env = { ...process.env, NODE_NAME: info.node, NODE_OPTIONS: `--max-semi-space-size=32${EXTRA_NODE_OPTIONS ? ` ${EXTRA_NODE_OPTIONS}` : ''}` };
+    const env = { ...process.env, NODE_NAME: info.node, NODE_OPTIONS: `${daemonSetNodeOptions()}${EXTRA_NODE_OPTIONS ? ` ${EXTRA_NODE_OPTIONS}` : ''}` };
     delete (env as Record<string, string | undefined>).KUBECONFIG;
     const t0 = performance.now();
     daemon = spawn(cmd!, args, { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });

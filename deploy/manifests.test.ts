@@ -217,7 +217,7 @@ describe('deploy/ manifests: the DaemonSet', () => {
     // The young-generation size the daemon benchmark measures with (scripts/bench.sh reads it from here),
     // in a form NODE_OPTIONS accepts (node refuses to start on an option it does not allow there).
     const nodeOptions = String(env.get('NODE_OPTIONS')?.value);
-    assert.match(nodeOptions, /^--max-semi-space-size=\d+$/);
+    assert.match(nodeOptions, /^--max-semi-space-size=\d+ --max-old-space-size=\d+$/);
     const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(require("v8").getHeapStatistics().total_heap_size > 0))'], { env: { ...process.env, NODE_OPTIONS: nodeOptions }, encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     // Nothing mounted inside /proc (the runtime refuses it) and every mount has its volume.

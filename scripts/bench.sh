@@ -9,6 +9,6 @@ cd "$(dirname "$0")/.."
 node --import tsx bench/main.ts "$@"
 for a in "$@"; do [ "$a" = "--quick" ] && exit 0; done
 # The daemon part runs with the DaemonSet's NODE_OPTIONS (deploy/daemonset.yaml), as the agent does.
-daemon_node_options="$(sed -n 's/^ *value: \(--max-semi-space-size=[0-9]*\) *$/\1/p' deploy/daemonset.yaml | head -1)"
+daemon_node_options="$(sed -n 's/^ *value: \(--max-semi-space-size=.*\)$/\1/p' deploy/daemonset.yaml | head -1)"
 NODE_OPTIONS="$daemon_node_options" node --import tsx bench/daemon.ts
 node --import tsx bench/apply-kernel.ts
