@@ -62,6 +62,13 @@ const TIMEOUT_MS = Number(arg('timeout', '1800')) * 1000;
  *  picks by itself inside a 1Gi container (Node sizes the heap from the cgroup limit: a quarter of it). */
 const EXTRA_NODE_OPTIONS = arg('node-options', '');
 
+/** The DaemonSet's memory limit in GiB (deploy/daemonset.yaml, `memory: NGi` under limits). */
+function daemonSetMemoryLimitGi(): number {
+  const m = /limits:[\s\S]*?memory: (\d+)Gi/.exec(readFileSync(path.join(REPO, 'deploy', 'daemonset.yaml'), 'utf8'));
+  if (!m) throw new Error('deploy/daemonset.yaml: no memory limit in Gi found');
+  return Number(m[1]);
+}
+
 /** The NODE_OPTIONS the DaemonSet gives the agent (deploy/daemonset.yaml), as scripts/bench.sh reads them. */
 function daemonSetNodeOptions(): string {
   const m = /^\s*value: (--max-semi-space-size=.*)$/m.exec(readFileSync(path.join(REPO, 'deploy', 'daemonset.yaml'), 'utf8'));
@@ -392,7 +399,7 @@ async function main(): Promise<void> {
       [`pod deleted -> route gone (${EVENTS})`, `median ${median(delLat).toFixed(0)} ms, max ${Math.max(...delLat).toFixed(0)} ms; peak RSS across the events ${mb(hwmEvents)}`],
       ['peak RSS of the daemon, whole run', `**${mb(peakDaemon)}**`],
       ['wireguard-go', `RSS ${mb(wgRss)} at the end, VmHWM ${mb(wgHwm)}`],
-      ['peak summed RSS of the namespace\'s processes (daemon + wireguard-go + tools)', `**${mb(peakGroup)}** (${phaseOf(peakGroupAt)}: ${peakSample.who} MiB); vs the 1Gi limit: ${((peakGroup / 1048576) * 100).toFixed(0)} %`],
+      ['peak summed RSS of the namespace\'s processes (daemon + wireguard-go + tools)', `**${mb(peakGroup)}** (${phaseOf(peakGroupAt)}: ${peakSample.who} MiB); vs the DaemonSet's memory limit (${daemonSetMemoryLimitGi()}Gi): ${((peakGroup / (daemonSetMemoryLimitGi() * 1048576)) * 100).toFixed(0)} %`],
       ['SIGTERM -> exit', exited !== null ? `${stopMs.toFixed(0)} ms (${exited})` : 'did not exit in 30 s'],
       ['daemon warn/error log lines', String(warnErr.length)],
     );
