@@ -5,7 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { SnapshotError, decodeText, parseText, readDocuments, readSnapshot } from './manifest.js';
+import { readFileSync, readdirSync } from 'node:fs';
+import fc from 'fast-check';
+import { stringify } from 'yaml';
+import { fcParams } from '../property-tests/seed.js';
+import { SnapshotError, decodeText, parseText, parseYamlExact, parseYamlFast, readDocuments, readSnapshot } from './manifest.js';
 import { formatDecodeError } from '../core/errors.js';
 import { parseKey } from '../core/key.js';
 import type { NodeName, PodKey } from '../core/model.js';
@@ -177,5 +181,41 @@ describe('decodeText and stdin', () => {
     const script = `import { readSnapshot } from './adapters/manifest.ts'; const s = await readSnapshot('-'); console.log([...s.nodes.keys()].join(','), s.pods.size);`;
     const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, input: 'apiVersion: v1\nkind: Node\nmetadata: {name: from-stdin}\n', encoding: 'utf8' });
     assert.equal(out.trim(), 'from-stdin 0');
+  });
+});
+
+// YAML goes through js-yaml (fast) and, when js-yaml rejects a text, through the `yaml` package (exact
+// errors). Where both accept, they must read the same documents with the same numbers.
+describe('the two YAML readers agree', () => {
+  it('on every bundled example', () => {
+    for (const f of readdirSync(EX).filter((x) => x.endsWith('.yaml'))) {
+      const text = readFileSync(join(EX, f), 'utf8');
+      const fast = parseYamlFast(text, f);
+      assert.ok(fast !== null, `${f}: js-yaml rejected it`);
+      assert.deepEqual(fast, parseYamlExact(text, f), f);
+    }
+  });
+  it('on documents of any JSON values written as YAML (scalars that look like other types included)', () => {
+    const tricky = fc.constantFrom('yes', 'no', 'on', 'off', 'y', 'n', '~', 'null', 'true', '1e3', '0x1F', '0o17', '017', '1_000', '2024-05-14T09:12:33Z', '2024-05-14', '.inf', '-.nan', '10.224.0.4', 'fd00::1', '+1', '- x', ': y', '#z', '"q"', "'s'", '', ' lead', 'a\nb', '<<');
+    const value = fc.letrec((tie) => ({
+      v: fc.oneof({ maxDepth: 3 }, tricky, fc.string(), fc.integer(), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.boolean(), fc.constant(null), fc.array(tie('v'), { maxLength: 4 }), fc.dictionary(fc.oneof(fc.string(), tricky), tie('v'), { maxKeys: 4 })),
+    })).v;
+    // Where js-yaml rejects a text (a top-level block scalar without indentation, say) the exact reader
+    // takes over, so only acceptance must agree; most texts must be accepted for this to say anything.
+    let runs = 0, accepted = 0;
+    fc.assert(
+      fc.property(fc.array(fc.option(value), { minLength: 1, maxLength: 4 }), (docs) => {
+        const text = docs.map((d) => (d === null ? '' : stringify(d))).join('---\n');
+        const exact = parseYamlExact(text, 't.yaml');
+        const fast = parseYamlFast(text, 't.yaml');
+        runs++;
+        if (fast === null) return;
+        accepted++;
+        assert.deepEqual(fast, exact, text);
+        assert.deepEqual(parseText(text, 't.yaml', 'yaml'), exact);
+      }),
+      fcParams(300),
+    );
+    assert.ok(accepted >= runs * 0.8, `js-yaml accepted only ${accepted} of ${runs} texts`);
   });
 });
