@@ -60,7 +60,8 @@ export async function readSourceOnce(source: ClusterSource, timeoutMs: number): 
   let snapshot: ClusterSnapshot | null = null;
   const warnings: string[] = [];
   let done: () => void = () => undefined;
-  const synced = new Promise<void>((r) => (done = r));
+  let held: (why: string) => void = () => undefined;
+  const synced = new Promise<'ok' | string>((r) => { done = () => r('ok'); held = r; });
   const onEvent = (e: ClusterEvent): void => {
     switch (e.kind) {
       case 'replace':
@@ -73,7 +74,10 @@ export async function readSourceOnce(source: ClusterSource, timeoutMs: number): 
       case 'pod-upsert': pods.set(e.pod.key, e.pod); break;
       case 'pod-delete': pods.delete(e.key); break;
       case 'settings': if (snapshot) snapshot = { ...(snapshot as ClusterSnapshot), settings: e.settings, settingsFound: e.found }; break;
-      case 'error': warnings.push(`${e.where}: ${e.message}`); break;
+      case 'error':
+        warnings.push(`${e.where}: ${e.message}`);
+        if (e.holdsSync === true) held(`${e.where}: ${e.message}`);
+        break;
       case 'synced': done(); break;
     }
   };
@@ -81,8 +85,13 @@ export async function readSourceOnce(source: ClusterSource, timeoutMs: number): 
   try {
     await source.start(onEvent);
     const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)));
-    if ((await Promise.race([synced.then(() => 'ok' as const), timeout])) === 'timeout') {
+    const outcome = await Promise.race([synced, timeout]);
+    if (outcome === 'timeout') {
       throw new StatusError(`${source.description}: not synced within ${timeoutMs / 1000} s${warnings.length ? `:\n  ${warnings.join('\n  ')}` : ''}`);
+    }
+    if (outcome !== 'ok') {
+      const others = warnings.filter((w) => w !== outcome);
+      throw new StatusError(`${source.description}: cannot sync: ${outcome}${others.length ? `\n  ${others.join('\n  ')}` : ''}`);
     }
   } finally {
     clearTimeout(timer);

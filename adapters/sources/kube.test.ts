@@ -14,6 +14,7 @@ import { Lab, kernelTestSkipReason } from '../../testing/netns.js';
 import { Engine } from '../daemon/engine.js';
 import { createLogger } from '../log.js';
 import { runChecked } from '../run.js';
+import { readSourceOnce } from '../status.js';
 import { createKubeSource, loadKubeConfig } from './kube.js';
 import type { ClusterEvent, ClusterSource } from './source.js';
 
@@ -436,6 +437,13 @@ describe('kube source against the stand-in API server', () => {
       await rec.waitFor('field error', is('error', (x) => /ConfigMap kube-system\/wgplane/.test(x.where) && /enabled/.test(x.where + x.message)));
       await rec.waitFor('held sync', is('error', (x) => /not synced, nothing is changed/.test(x.message)));
       assert.deepEqual(rec.events.filter((x) => x.kind !== 'error').map(show), []);
+      // a one-shot reader (wgplane status) stops waiting and says why, well before its timeout
+      const t0 = Date.now();
+      await assert.rejects(
+        readSourceOnce(createKubeSource({ kubeconfig: server.kubeconfigPath, node: 'n1' as NodeName, env: {}, tuning: TUNING }), 30_000),
+        /cannot sync: ConfigMap kube-system\/wgplane: the settings do not decode/,
+      );
+      assert.ok(Date.now() - t0 < 10_000);
       // a pod change while held is not lost: it is in the snapshot of the sync
       server.put(pod('z', 'n2', '10.244.1.99'));
       const m = rec.mark();

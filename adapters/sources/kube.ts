@@ -588,6 +588,7 @@ class KubeSource implements ClusterSource {
         kind: 'error',
         where: `ConfigMap ${OWNERSHIP.settingsNamespace}/${OWNERSHIP.settingsName}`,
         message: 'the settings do not decode and no valid settings are known yet: not synced, nothing is changed on this node until the ConfigMap is fixed or deleted',
+        holdsSync: true,
       });
       return;
     }

@@ -19,7 +19,9 @@ export type ClusterEvent =
   | { readonly kind: 'synced' }
   /** Something went wrong that the source is handling (a watch broke and is retried, an object did not
    *  decode): reported and counted, never fatal. `where` names the object or the watch. */
-  | { readonly kind: 'error'; readonly where: string; readonly message: string };
+  /** `holdsSync`: the source will not sync until someone fixes what it names (a one-shot reader stops
+   *  waiting; the daemon waits on). */
+  | { readonly kind: 'error'; readonly where: string; readonly message: string; readonly holdsSync?: boolean };
 
 /** What an agent publishes about itself for `wgplane status --all`. */
 export interface PublishedStatus {
