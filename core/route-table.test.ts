@@ -47,11 +47,17 @@ describe('RouteTable: examples', () => {
     assert.equal(t.size, 4);
   });
 
-  it('refuses an append out of order', () => {
+  it('an append out of order is stored as set stores it (the base stays sorted)', () => {
     const t = new RouteTable();
     t.append(5, '0.0.0.5/32' as Cidr, route('0.0.0.5/32'));
-    assert.throws(() => t.append(5, '0.0.0.5/32' as Cidr, route('0.0.0.5/32')), /out of order/);
-    assert.throws(() => t.append(4, '0.0.0.4/32' as Cidr, route('0.0.0.4/32')), /out of order/);
+    const again = route('0.0.0.5/32', 'wg1');
+    t.append(5, '0.0.0.5/32' as Cidr, again); // the same key: replaces it in the base
+    t.append(4, '0.0.0.4/32' as Cidr, route('0.0.0.4/32')); // below the base: among the others
+    t.append(6, '0.0.0.6/32' as Cidr, route('0.0.0.6/32')); // in order again: in the base
+    assert.equal(t.get('0.0.0.5/32' as Cidr), again);
+    assert.deepEqual([...t.keys()], ['0.0.0.5/32', '0.0.0.6/32', '0.0.0.4/32']);
+    assert.equal(t.size, 3);
+    assert.ok(t.has('0.0.0.4/32' as Cidr) && t.has('0.0.0.6/32' as Cidr));
   });
 
   it('moves a key set during the build into the base in its place', () => {

@@ -46,10 +46,10 @@ export class RouteTable implements Map<Cidr, DesiredRoute> {
     this.bNums = next;
   }
 
-  /** Appends an IPv4 /32 route in address order (bulk build): `num` must exceed every base address, and
-   *  `key` must not be in the table. */
+  /** Appends an IPv4 /32 route in address order (bulk build): `num` is the address of `key`. An address
+   *  not above every base address (not in order) is stored as `set` stores it: correct, not as compact. */
   append(num: number, key: Cidr, value: DesiredRoute): void {
-    if (this.n > 0 && !(num > this.bNums[this.n - 1]!)) throw new Error(`RouteTable.append out of order: ${key}`);
+    if (this.n > 0 && !(num > this.bNums[this.n - 1]!)) { this.set(key, value); return; }
     if (this.n === this.bNums.length) this.reserve(1);
     this.bNums[this.n] = num;
     this.bKeys.push(key);
