@@ -34,7 +34,7 @@
 // for the CLI never builds 550k map entries it does not need.
 import * as E from 'fp-ts/lib/Either.js';
 import { detectAks } from './aks.js';
-import { compareCidr, cidrContains, familyOf, hostCidr, networkHostCidr, type Cidr, type Family, type IP } from './ip.js';
+import { compareCidr, cidrContains, familyOf, hostCidr, ipv4TextNumber, networkHostCidr, type Cidr, type Family, type IP } from './ip.js';
 import type { WgKey } from './key.js';
 import {
   OWNERSHIP,
@@ -158,15 +158,6 @@ export function podCounts(p: PodInfo): boolean {
 // ---------------------------------------------------------------------------------------------------
 // Fast helpers on canonical strings (inputs are already validated and canonical).
 
-function v4Num(s: string, end: number): number {
-  let n = 0, oct = 0;
-  for (let i = 0; i < end; i++) {
-    const c = s.charCodeAt(i);
-    if (c === 46) { n = n * 256 + oct; oct = 0; } else oct = oct * 10 + (c - 48);
-  }
-  return n * 256 + oct;
-}
-
 function v6SortKey(c: string): string {
   const slash = c.indexOf('/');
   const addr = c.slice(0, slash);
@@ -203,14 +194,14 @@ export function sortCidrs(cidrs: Iterable<Cidr>): Cidr[] {
       for (let i = 0; i < n; i++) {
         const c = v4[i]!;
         const slash = c.indexOf('/');
-        keys[i] = (v4Num(c, slash) * 64 + prefixLen(c, slash)) * 32768 + i;
+        keys[i] = (ipv4TextNumber(c, slash) * 64 + prefixLen(c, slash)) * 32768 + i;
       }
       keys.sort();
       for (let i = 0; i < n; i++) out.push(v4[keys[i]! % 32768]!);
     } else {
       const keyed = v4.map((c) => {
         const slash = c.indexOf('/');
-        return [v4Num(c, slash) * 64 + Number(c.slice(slash + 1)), c] as const;
+        return [ipv4TextNumber(c, slash) * 64 + Number(c.slice(slash + 1)), c] as const;
       });
       keyed.sort((x, y) => x[0] - y[0]);
       for (const [, c] of keyed) out.push(c);
@@ -430,7 +421,7 @@ function inBlocks(st: NodeState, ip: IP): boolean {
   }
   const b = st.v4Blocks;
   if (b.length === 0) return false;
-  const n = v4Num(ip, ip.length);
+  const n = ipv4TextNumber(ip, ip.length);
   for (let i = 0; i < b.length; i += 2) if (((n & b[i + 1]!) >>> 0) === b[i]) return true;
   return false;
 }
@@ -505,7 +496,7 @@ function blocksOf(cidrs: readonly Cidr[]): { v4: number[]; v6: Cidr[] } {
     const slash = c.indexOf('/');
     if (c.includes(':')) { v6.push(c); continue; }
     const len = Number(c.slice(slash + 1));
-    v4.push(v4Num(c, slash), len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0);
+    v4.push(ipv4TextNumber(c, slash), len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0);
   }
   return { v4, v6 };
 }
@@ -680,7 +671,7 @@ function bulkClaims(ix: DesiredIndex, snapshot: ClusterSnapshot): Set<NodeName> 
   };
   const fast = (ip: IP, ref: ClaimOrigin | PodInfo, st: number, isCovered: boolean): void => {
     if (n === cap) grow();
-    keys[n] = v4Num(ip, ip.length);
+    keys[n] = ipv4TextNumber(ip, ip.length);
     ips[n] = ip;
     refs[n] = ref;
     sts[n] = st;

@@ -201,6 +201,19 @@ export function networkHostCidr(c: Cidr): Cidr {
   return hostCidr(cidrAddress(c));
 }
 
+/** The IPv4 address written in s[0, end) as a number, or -1 if that is not four dot-separated runs of
+ *  digits. For text already validated and canonical (IP and Cidr values): a hot-path parser, one pass,
+ *  no allocation (the bulk build, the route table and the planner's sort keys use it). */
+export function ipv4TextNumber(s: string, end: number = s.length): number {
+  let n = 0, oct = 0, dots = 0;
+  for (let i = 0; i < end; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46) { n = n * 256 + oct; oct = 0; dots++; } else if (c >= 48 && c <= 57) oct = oct * 10 + (c - 48);
+    else return -1;
+  }
+  return dots === 3 ? n * 256 + oct : -1;
+}
+
 /** IPv4 address <-> 32-bit number, for generators and fast set arithmetic. */
 export function ipv4FromNumber(n: number): IP {
   return formatV4(n >>> 0) as IP;

@@ -12,20 +12,14 @@
 // base key whose route is deleted keeps its slot (value undefined) and is reused if set again, so the base
 // never moves or grows after the build and the daemon's changes are a Map update or a slot write.
 // Iteration: the base in address order, then `other` in insertion order. Pure data structure: no I/O.
-import type { Cidr } from './ip.js';
+import { ipv4TextNumber, type Cidr } from './ip.js';
 import type { DesiredRoute } from './model.js';
 
 /** The IPv4 address of an IPv4 /32 key as a number, or -1 for any other key. Keys are canonical. */
 export function v4HostNumber(k: string): number {
   const end = k.length - 3;
   if (end < 7 || k.charCodeAt(end) !== 47 || k.charCodeAt(end + 1) !== 51 || k.charCodeAt(end + 2) !== 50) return -1;
-  let n = 0, oct = 0, dots = 0;
-  for (let i = 0; i < end; i++) {
-    const c = k.charCodeAt(i);
-    if (c === 46) { n = n * 256 + oct; oct = 0; dots++; } else if (c >= 48 && c <= 57) oct = oct * 10 + (c - 48);
-    else return -1;
-  }
-  return dots === 3 ? n * 256 + oct : -1;
+  return ipv4TextNumber(k, end);
 }
 
 export class RouteTable implements Map<Cidr, DesiredRoute> {

@@ -18,7 +18,7 @@
 // When disabled: rule-delete first, then table-flush per family, link-delete, firewall chains removed.
 import type { Cidr, Family } from '../core/ip.js';
 import { sysctlDevice } from '../core/model.js';
-import { compareCidr, familyOf } from '../core/ip.js';
+import { compareCidr, familyOf, ipv4TextNumber } from '../core/ip.js';
 import type { WgKey } from '../core/key.js';
 import type {
   AllowedIPMove,
@@ -118,17 +118,11 @@ function stripHooked(c: FirewallChain & { readonly hooked?: boolean }): Firewall
 
 /** A cheap total-order key: IPv4 CIDRs map to address * 64 + length; IPv6 to Infinity (then compareCidr). */
 function cidrKey(c: string): number {
-  let n = 0, part = 0, i = 0;
-  for (; i < c.length; i++) {
-    const ch = c.charCodeAt(i);
-    if (ch === 46) { n = n * 256 + part; part = 0; }
-    else if (ch === 47) break;
-    else if (ch >= 48 && ch <= 57) part = part * 10 + (ch - 48);
-    else return Infinity;
-  }
-  n = n * 256 + part;
+  const slash = c.indexOf('/');
+  const n = ipv4TextNumber(c, slash);
+  if (n < 0) return Infinity;
   let len = 0;
-  for (i++; i < c.length; i++) len = len * 10 + (c.charCodeAt(i) - 48);
+  for (let i = slash + 1; i < c.length; i++) len = len * 10 + (c.charCodeAt(i) - 48);
   return n * 64 + len;
 }
 
