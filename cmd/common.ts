@@ -6,7 +6,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { ClusterSnapshot, DesiredDataplane, HostFacts, NodeName, ObservedDataplane, Settings } from '../core/model.js';
 import { EMPTY_OBSERVED } from '../core/model.js';
 import { desired } from '../core/desired.js';
-import { detectAks } from '../core/aks.js';
+import { workloadInterfacePrefix } from '../core/aks.js';
 import { readSnapshot } from '../adapters/manifest.js';
 import { observe } from '../adapters/observer.js';
 import { observedFromJson } from '../adapters/observed-json.js';
@@ -35,9 +35,7 @@ export async function loadSnapshot(path: string | undefined): Promise<ClusterSna
 
 /** The workload interface prefix the observer must leave out of the underlay (azv on AKS by default). */
 export function workloadPrefix(snapshot: ClusterSnapshot): string | null {
-  const p = snapshot.settings.workloadInterfacePrefix;
-  if (p !== 'auto') return p;
-  return detectAks(snapshot.nodes.values()) ? 'azv' : null;
+  return workloadInterfacePrefix(snapshot.settings.workloadInterfacePrefix, snapshot.nodes.values());
 }
 
 export type ObservedMode = 'live' | 'empty' | { file: string };

@@ -16,3 +16,14 @@ export function detectAks(nodes: Iterable<NodeInfo>): boolean {
   for (const n of nodes) if (isAksNode(n)) return true;
   return false;
 }
+
+/** Name prefix of the pod host interfaces on AKS (Azure CNI). */
+export const AKS_WORKLOAD_INTERFACE_PREFIX = 'azv';
+
+/** The pod host interfaces' name prefix: the setting, or with `auto` azv on AKS and none elsewhere. The
+ *  nodes are looked at only for `auto` (`aks` may be given when already known). */
+export function workloadInterfacePrefix(setting: string, nodes: Iterable<NodeInfo> | { readonly aks: boolean }): string | null {
+  if (setting !== 'auto') return setting;
+  const aks = 'aks' in nodes ? nodes.aks : detectAks(nodes);
+  return aks ? AKS_WORKLOAD_INTERFACE_PREFIX : null;
+}

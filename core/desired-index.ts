@@ -33,7 +33,7 @@
 // as a list and put into the claims map only when the index first changes (`pending`), so that `desired`
 // for the CLI never builds 550k map entries it does not need.
 import * as E from 'fp-ts/lib/Either.js';
-import { detectAks } from './aks.js';
+import { detectAks, workloadInterfacePrefix } from './aks.js';
 import { compareCidr, cidrContains, familyOf, hostCidr, ipv4TextNumber, networkHostCidr, type Cidr, type Family, type IP } from './ip.js';
 import type { WgKey } from './key.js';
 import {
@@ -521,7 +521,7 @@ export function buildDesiredIndex(
   for (const n of snapshot.nodes.values()) if (n.podCIDRs.length > 0) { anyPodCidr = true; break; }
   const routeSource = s.routeSource === 'auto' ? (anyPodCidr ? 'podCIDR' : 'workloadIPs') : s.routeSource;
   const hostEncryption = s.hostEncryption === 'auto' ? aks && routeSource === 'workloadIPs' : s.hostEncryption === 'true';
-  const prefix = s.workloadInterfacePrefix !== 'auto' ? s.workloadInterfacePrefix : aks ? 'azv' : null;
+  const prefix = workloadInterfacePrefix(s.workloadInterfacePrefix, { aks });
   if (hostEncryption && prefix === null) {
     return settingsError(
       'settings: hostEncryption is on but workloadInterfacePrefix is "auto" and this is not an AKS cluster: ' +

@@ -18,7 +18,7 @@ import path from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import type { Cidr } from '../../core/ip.js';
 import type { WgKey } from '../../core/key.js';
-import { detectAks } from '../../core/aks.js';
+import { workloadInterfacePrefix } from '../../core/aks.js';
 import {
   applyHandshakeChange,
   applyPodChange,
@@ -28,7 +28,6 @@ import {
   type DesiredIndex,
 } from '../../core/desired-index.js';
 import type {
-  ClusterSnapshot,
   DesiredDataplane,
   DesiredDisabled,
   HostFacts,
@@ -53,7 +52,7 @@ import { execute } from '../executor.js';
 import { loadOrCreateKey, type NodeKey } from '../keystore.js';
 import { withLock } from '../lock.js';
 import type { Logger } from '../log.js';
-import { DaemonMetrics, type ErrorKind, type PeerSample, type ReconcileKind } from '../metrics.js';
+import { DaemonMetrics, type PeerSample, type ReconcileKind } from '../metrics.js';
 import { observe } from '../observer.js';
 import { defaultRunner, type Runner } from '../run.js';
 import type { ClusterEvent, ClusterSource, PublishedStatus } from '../sources/source.js';
@@ -162,11 +161,6 @@ interface Step {
   readonly started: number;
 }
 
-export function workloadPrefixOf(snapshot: ClusterSnapshot): string | null {
-  const p = snapshot.settings.workloadInterfacePrefix;
-  if (p !== 'auto') return p;
-  return detectAks(snapshot.nodes.values()) ? 'azv' : null;
-}
 
 function countKinds(ops: readonly Operation[]): Map<OperationKind, number> {
   const m = new Map<OperationKind, number>();
@@ -421,9 +415,20 @@ export class Engine {
     }
   }
 
+  /** The workload prefix, worked out again only when the nodes or the settings changed (not per pod event). */
+  private workloadPrefix(): string | null {
+    const st = this.store.state;
+    const m = this.prefixMemo;
+    if (m !== null && m.nodes === st.nodes && m.settings === st.settings) return m.value;
+    const value = workloadInterfacePrefix(st.settings.workloadInterfacePrefix, st.nodes.values());
+    this.prefixMemo = { nodes: st.nodes, settings: st.settings, value };
+    return value;
+  }
+  private prefixMemo: { readonly nodes: unknown; readonly settings: unknown; readonly value: string | null } | null = null;
+
   private observeKey(): string {
     const s = this.store.state.settings;
-    return `${s.interfaceName}\0${s.routingTable}\0${workloadPrefixOf(this.store.snapshot())}`;
+    return `${s.interfaceName}\0${s.routingTable}\0${this.workloadPrefix()}`;
   }
 
   private async observeNow(): Promise<void> {
@@ -432,7 +437,7 @@ export class Engine {
     const o = await observe({
       interfaceName: s.interfaceName,
       table: s.routingTable,
-      workloadInterfacePrefix: workloadPrefixOf(this.store.snapshot()),
+      workloadInterfacePrefix: this.workloadPrefix(),
       run: this.run,
       ...(this.opts.sysctlRoot !== undefined ? { sysctlRoot: this.opts.sysctlRoot } : {}),
     });

@@ -7,7 +7,7 @@
 import { castDraft, enableMapSet, freeze, produce } from 'immer';
 import type { ClusterSnapshot, NodeInfo, NodeName, PodInfo, PodKey, Settings } from '../../core/model.js';
 import { DEFAULT_SETTINGS } from '../../core/settings.js';
-import type { ClusterEvent } from '../sources/source.js';
+import { sameNode, samePod, sameSettings, type ClusterEvent } from '../sources/source.js';
 
 enableMapSet();
 
@@ -58,27 +58,6 @@ export function bucketOf(s: StoreState, b: number): Bucket | undefined {
 
 export function lookupPod(s: StoreState, key: PodKey): PodInfo | undefined {
   return bucketOf(s, podBucket(key))?.get(key);
-}
-
-function samePod(a: PodInfo, b: PodInfo): boolean {
-  if (a.nodeName !== b.nodeName || a.phase !== b.phase || a.hostNetwork !== b.hostNetwork || a.ips.length !== b.ips.length) return false;
-  for (let i = 0; i < a.ips.length; i++) if (a.ips[i] !== b.ips[i]) return false;
-  return true;
-}
-
-function sameStrings(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-function sameNode(a: NodeInfo, b: NodeInfo): boolean {
-  if (a.publicKey !== b.publicKey || a.providerID !== b.providerID || !sameStrings(a.podCIDRs, b.podCIDRs)) return false;
-  if (a.addresses.length !== b.addresses.length || a.addresses.some((x, i) => x.type !== b.addresses[i]!.type || x.address !== b.addresses[i]!.address)) return false;
-  const ka = Object.keys(a.labels), kb = Object.keys(b.labels);
-  return ka.length === kb.length && ka.every((k) => a.labels[k] === b.labels[k]);
-}
-
-function sameSettings(a: Settings, b: Settings): boolean {
-  return (Object.keys(a) as (keyof Settings)[]).every((k) => a[k] === b[k]);
 }
 
 /** The state holding exactly `snap` (O(snapshot), once per list/re-list). */

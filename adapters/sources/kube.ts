@@ -37,7 +37,7 @@ import { decodeNode, decodePod, decodeSettingsConfigMap, type DecodeError, MAX_D
 import type { WgKey } from '../../core/key.js';
 import { OWNERSHIP, type ClusterSnapshot, type NodeInfo, type NodeName, type PodInfo, type PodKey, type Settings } from '../../core/model.js';
 import { DEFAULT_SETTINGS } from '../../core/settings.js';
-import { type ClusterEvent, type ClusterSource, type PublishedStatus, STATUS_ANNOTATION } from './source.js';
+import { sameNode, samePod, sameSettings, type ClusterEvent, type ClusterSource, type PublishedStatus, STATUS_ANNOTATION } from './source.js';
 
 export interface KubeTuning {
   /** Items per list page (limit/continue). */
@@ -219,34 +219,6 @@ function metaOf(o: unknown): { name: string; namespace: string; rv: string } {
     namespace: typeof m.namespace === 'string' && m.namespace !== '' ? m.namespace : 'default',
     rv: typeof m.resourceVersion === 'string' ? m.resourceVersion : '',
   };
-}
-
-function sameStrings(a: readonly string[], b: readonly string[]): boolean {
-  if (a === b) return true;
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-export function samePod(a: PodInfo, b: PodInfo): boolean {
-  return a.key === b.key && a.nodeName === b.nodeName && a.phase === b.phase && a.hostNetwork === b.hostNetwork && sameStrings(a.ips, b.ips);
-}
-
-export function sameNode(a: NodeInfo, b: NodeInfo): boolean {
-  if (a.name !== b.name || a.providerID !== b.providerID || a.publicKey !== b.publicKey || !sameStrings(a.podCIDRs, b.podCIDRs)) return false;
-  if (a.addresses.length !== b.addresses.length) return false;
-  for (let i = 0; i < a.addresses.length; i++) {
-    if (a.addresses[i]!.type !== b.addresses[i]!.type || a.addresses[i]!.address !== b.addresses[i]!.address) return false;
-  }
-  const ak = Object.keys(a.labels);
-  if (ak.length !== Object.keys(b.labels).length) return false;
-  for (const k of ak) if (a.labels[k] !== b.labels[k]) return false;
-  return true;
-}
-
-function sameSettings(a: Settings, b: Settings): boolean {
-  for (const k of Object.keys(a) as (keyof Settings)[]) if (a[k] !== b[k]) return false;
-  return true;
 }
 
 type Kind = 'nodes' | 'pods' | 'settings';

@@ -53,3 +53,34 @@ export interface ClusterSource {
 }
 
 export const STATUS_ANNOTATION = 'wgplane.io/status';
+
+// Equality of decoded values: a source emits, and the store applies, only what changed (Node heartbeats
+// and pod condition updates decode to equal values).
+
+function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+export function samePod(a: PodInfo, b: PodInfo): boolean {
+  return a.key === b.key && a.nodeName === b.nodeName && a.phase === b.phase && a.hostNetwork === b.hostNetwork && sameStrings(a.ips, b.ips);
+}
+
+export function sameNode(a: NodeInfo, b: NodeInfo): boolean {
+  if (a.name !== b.name || a.providerID !== b.providerID || a.publicKey !== b.publicKey || !sameStrings(a.podCIDRs, b.podCIDRs)) return false;
+  if (a.addresses.length !== b.addresses.length) return false;
+  for (let i = 0; i < a.addresses.length; i++) {
+    if (a.addresses[i]!.type !== b.addresses[i]!.type || a.addresses[i]!.address !== b.addresses[i]!.address) return false;
+  }
+  const ak = Object.keys(a.labels);
+  if (ak.length !== Object.keys(b.labels).length) return false;
+  for (const k of ak) if (a.labels[k] !== b.labels[k]) return false;
+  return true;
+}
+
+export function sameSettings(a: Settings, b: Settings): boolean {
+  for (const k of Object.keys(a) as (keyof Settings)[]) if (a[k] !== b[k]) return false;
+  return true;
+}
