@@ -5,7 +5,8 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { CoreV1Api } from '@kubernetes/client-node';
-import type { WgKey } from '../core/key.js';
+import { shortKey, type WgKey } from '../core/key.js';
+import { STATUS_FILE } from './daemon/engine.js';
 import type { ClusterSnapshot, NodeInfo, NodeName, ObservedDataplane, PodInfo, PodKey } from '../core/model.js';
 import { desired } from '../core/desired.js';
 import { plan } from '../planner/plan.js';
@@ -147,11 +148,9 @@ export interface DaemonStatus {
   readonly lastReconcile: { readonly kind: string; readonly time: string; readonly result: string; readonly planned: number; readonly applied: number; readonly durationMs: number } | null;
 }
 
-export const DAEMON_STATUS_FILE = 'status.json';
-
 /** Reads the daemon's status file; null when there is none (the daemon never ran here). */
 export async function readDaemonStatus(stateDir: string): Promise<DaemonStatus | null> {
-  const file = path.join(stateDir, DAEMON_STATUS_FILE);
+  const file = path.join(stateDir, STATUS_FILE);
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -347,7 +346,7 @@ export function bytes(n: number): string {
   return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
 }
 
-const short = (k: string | null) => (k === null ? '-' : k.slice(0, 8) + '…');
+const short = (k: WgKey | null) => (k === null ? '-' : shortKey(k));
 
 /** Left-aligned columns separated by two spaces. */
 export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {

@@ -2,14 +2,13 @@
 import type { Command } from 'commander';
 import type { DesiredDataplane, ObservedDataplane, Settings } from '../core/model.js';
 import type { WgKey } from '../core/key.js';
-import { plan as makePlan } from '../planner/plan.js';
-import { observe } from '../adapters/observer.js';
 import { loadOrCreateKey, readKey } from '../adapters/keystore.js';
 import { withLock } from '../adapters/lock.js';
 import { detectBackend } from '../adapters/backend.js';
 import { reconcile, type ReconcileOutcome } from '../adapters/reconcile.js';
 import { CliError, DEFAULT_STATE_DIR, desiredOrFail, loadSnapshot, nodeNameFrom, observeFor, ownedNameOptions, ownedSettings, workloadPrefix, type OwnedNameOptions } from './common.js';
 import { backendOption, outputOption, print, showPlan, type Output } from './output.js';
+import { planAndShow } from './plan.js';
 
 interface ApplyOpts { snapshot: string; node?: string; stateDir: string; wireguard: 'auto' | 'kernel' | 'userspace'; output: Output; dryRun?: boolean; attempts: number; maxLines?: number }
 
@@ -23,7 +22,7 @@ async function applyDesired(
   return withLock(o.stateDir, async () => {
     const key = needKey ? await loadOrCreateKey(o.stateDir) : await readKey(o.stateDir);
     const backend = await detectBackend(o.wireguard, undefined);
-    const observeNow = () => observe({ interfaceName: settings.interfaceName, table: settings.routingTable, workloadInterfacePrefix: prefix });
+    const observeNow = () => observeFor('live', settings, prefix);
     return reconcile({
       observe: observeNow,
       desired: (observed) => makeDesired(observed, key?.publicKey ?? null),
@@ -75,15 +74,7 @@ export function registerApply(program: Command): void {
     const snapshot = await loadSnapshot(o.snapshot);
     const node = nodeNameFrom(o.node);
     const prefix = workloadPrefix(snapshot);
-    if (o.dryRun) {
-      const observed = await observeFor('live', snapshot.settings, prefix);
-      const key = await readKey(o.stateDir).catch(() => null);
-      const d = desiredOrFail(snapshot, node, { underlayMtu: observed.underlayMtu, publicKey: key?.publicKey ?? null });
-      const p = makePlan(d, observed);
-      showPlan(p, d, o.output, null, o.maxLines);
-      process.exitCode = p.blocked.length > 0 ? 1 : p.ops.length > 0 ? 2 : 0;
-      return;
-    }
+    if (o.dryRun) return planAndShow(snapshot, node, await observeFor('live', snapshot.settings, prefix), o, null);
     // Fail on bad input before touching anything: derive once with no host facts.
     const probe = desiredOrFail(snapshot, node, { underlayMtu: null, publicKey: null });
     const outcome = await applyDesired(o, snapshot.settings, prefix, (observed, publicKey) => {

@@ -1,5 +1,6 @@
 // `wgplane plan`: what would change on this node, and why. Changes nothing.
 import type { Command } from 'commander';
+import type { ClusterSnapshot, NodeName, ObservedDataplane } from '../core/model.js';
 import { plan as makePlan } from '../planner/plan.js';
 import { readKey } from '../adapters/keystore.js';
 import { predictBackend } from '../adapters/backend.js';
@@ -22,11 +23,23 @@ export function registerPlan(program: Command): void {
     const node = nodeNameFrom(o.node);
     const mode = parseObservedMode(o.observed);
     const observed = await observeFor(mode, snapshot.settings, workloadPrefix(snapshot));
-    const key = await readKey(o.stateDir).catch(() => null);
-    const d = desiredOrFail(snapshot, node, { underlayMtu: observed.underlayMtu, publicKey: key?.publicKey ?? null });
-    const p = makePlan(d, observed);
     const backend = mode === 'live' ? await predictBackend(o.wireguard, observed.device?.linkKind ?? null) : 'decided by apply (kernel module if present, else wireguard-go)';
-    showPlan(p, d, o.output, backend, o.maxLines);
-    process.exitCode = p.blocked.length > 0 ? 1 : p.ops.length > 0 ? 2 : 0;
+    await planAndShow(snapshot, node, observed, o, backend);
   });
+}
+
+/** Plans once against `observed` (with this node's stored public key, if any), shows the plan and sets the
+ *  exit code: 0 no change, 2 changes pending, 1 blocked. `wgplane plan` and `wgplane apply --dry-run`. */
+export async function planAndShow(
+  snapshot: ClusterSnapshot,
+  node: NodeName,
+  observed: ObservedDataplane,
+  o: { readonly stateDir: string; readonly output: Output; readonly maxLines?: number },
+  backend: string | null,
+): Promise<void> {
+  const key = await readKey(o.stateDir).catch(() => null);
+  const d = desiredOrFail(snapshot, node, { underlayMtu: observed.underlayMtu, publicKey: key?.publicKey ?? null });
+  const p = makePlan(d, observed);
+  showPlan(p, d, o.output, backend, o.maxLines);
+  process.exitCode = p.blocked.length > 0 ? 1 : p.ops.length > 0 ? 2 : 0;
 }

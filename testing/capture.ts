@@ -1,2 +1,2 @@
 // Packet capture on the lab's bridge with tcpdump: re-exported from adapters/lab/capture.ts.
-export { Capture, parseTcpdumpLine, type Packet } from '../adapters/lab/capture.js';
+export { Capture, type Packet } from '../adapters/lab/capture.js';

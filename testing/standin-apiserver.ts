@@ -263,10 +263,6 @@ export class StandinApiServer {
     }
   }
 
-  requestsMatching(method: string, pathPrefix: string): StandinRequest[] {
-    return this.requests.filter((r) => r.method === method && r.path.startsWith(pathPrefix));
-  }
-
   // -------------------------------------------------------------------------------------------------
 
   private record(resource: StandinResource, type: HistoryEvent['type'], object: Json): void {

@@ -5,7 +5,7 @@
 // namespace). The bind mount lives only as long as the processes of that mount namespace: nothing is
 // mounted in the host's own mount namespace.
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, readdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { defaultRunner, prefixedRunner, runChecked, type RunOptions, type RunResult, type Runner } from '../run.js';
 
 export const TEST_ROOT = '/run/wgplane-test';
@@ -98,16 +98,6 @@ export class NetnsHome {
     }
     await defaultRunner('ip', ['netns', 'del', ns]);
     await rm(this.dir(ns), { recursive: true, force: true });
-  }
-
-  /** Removes every namespace (and directory) whose name starts with `prefix-` (left behind by a crash). */
-  async destroyAllWithPrefix(prefix: string): Promise<string[]> {
-    const names = (await listNamespaces()).filter((n) => n.startsWith(`${prefix}-`));
-    let dirs: string[] = [];
-    try { dirs = (await readdir(this.root)).filter((d) => d.startsWith(`${prefix}-`)); } catch { /* none */ }
-    const all = [...new Set([...names, ...dirs])];
-    for (const n of all) await this.destroy(n);
-    return all;
   }
 }
 
