@@ -13,9 +13,10 @@
 // the tunnel carries traffic, but not that nothing bypasses it: that needs a capture on the underlay.
 import { Capture, type Packet } from './lab/capture.js';
 import { NetnsHome } from './lab/netns.js';
-import { pingCount } from './lab/topology.js';
+import { pingCount, pingWith } from './lab/topology.js';
 import type { LabNode, LabState } from './lab/state.js';
 import { defaultRunner, type Runner } from './run.js';
+import { parseWgDump as parseObservedDump } from './observer.js';
 
 /** WireGuard rejects a session older than this (REJECT_AFTER_TIME): an older handshake proves nothing now. */
 export const HANDSHAKE_FRESH_S = 180;
@@ -29,21 +30,17 @@ export interface PeerReading {
   readonly tx: number;
 }
 
-/** Parses `wg show IFACE dump`. The interface line (which holds the private key) and the preshared keys are
- *  dropped without being kept anywhere. */
+/** Reads `wg show IFACE dump` with the observer's parser (adapters/observer.ts: the private key and the
+ *  preshared keys are dropped, never kept). */
 export function parseWgDump(text: string): PeerReading[] {
-  const lines = text.split('\n').filter((l) => l.trim() !== '');
-  return lines.slice(1).map((l) => {
-    const f = l.split('\t');
-    return {
-      publicKey: f[0] ?? '',
-      endpoint: f[2] && f[2] !== '(none)' ? f[2] : null,
-      allowedIPs: f[3] && f[3] !== '(none)' ? f[3].split(',') : [],
-      latestHandshake: Number(f[4] ?? 0) || 0,
-      rx: Number(f[5] ?? 0) || 0,
-      tx: Number(f[6] ?? 0) || 0,
-    };
-  });
+  return [...parseObservedDump(text, 'wg show dump').peers.values()].map((p) => ({
+    publicKey: p.publicKey,
+    endpoint: p.endpoint,
+    allowedIPs: p.allowedIPs,
+    latestHandshake: p.latestHandshake,
+    rx: p.rxBytes,
+    tx: p.txBytes,
+  }));
 }
 
 /** The host part of an endpoint `ip:port` / `[ip6]:port`. */
@@ -248,9 +245,7 @@ export async function verifyNode(o: NodeVerifyOptions): Promise<VerifyReport> {
       const host = p.allowedIPs.find((c) => /\/(32|128)$/.test(c));
       if (!host) continue;
       const to = host.replace(/\/\d+$/, '');
-      const r = await run('ping', ['-n', '-q', '-c', '2', '-i', '0.2', '-W', '2', to]);
-      const m = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout);
-      probes.set(p.publicKey, { to, received: m ? Number(m[2]) : 0 });
+      probes.set(p.publicKey, { to, received: (await pingWith(run, to, 2)).received });
     }
   }
   const after = (await readPeers(run, o.interfaceName)) ?? [];

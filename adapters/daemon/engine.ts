@@ -54,6 +54,7 @@ import { withLock } from '../lock.js';
 import type { Logger } from '../log.js';
 import { DaemonMetrics, type PeerSample, type ReconcileKind } from '../metrics.js';
 import { observe } from '../observer.js';
+import { reconcile } from '../reconcile.js';
 import { defaultRunner, type Runner } from '../run.js';
 import type { ClusterEvent, ClusterSource, PublishedStatus } from '../sources/source.js';
 import { CoalescingLoop } from './loop.js';
@@ -841,16 +842,17 @@ export class Engine {
     const s: Settings = this.store.state.settings;
     const d: DesiredDisabled = { kind: 'disabled', node: this.opts.node, why: 'setting', interfaceName: s.interfaceName, table: s.routingTable, problems: [] };
     const body = async () => {
-      for (let attempt = 0; attempt < 3; attempt++) {
-        await this.observeNow();
-        const p = fullPlan(d, this.observed!);
-        if (p.blocked.length > 0) throw new Error(`clean-up blocked: ${p.blocked.join('; ')}`);
-        if (p.ops.length === 0) return;
-        const r = await execute(p.ops, { backend: this.opts.backend, privateKey: () => this.key!.privateKey(), run: this.run });
-        this.stats.executions++;
-        this.log.info({ ops: r.applied, result: r.kind }, 'clean-up plan executed');
-      }
-      throw new Error('clean-up did not converge after 3 attempts');
+      const r = await reconcile({
+        observe: async () => { await this.observeNow(); return this.observed!; },
+        desired: () => d,
+        backend: this.opts.backend,
+        privateKey: () => this.key!.privateKey(),
+        run: this.run,
+        attempts: 3,
+        onResult: (res) => { this.stats.executions++; this.log.info({ ops: res.applied, result: res.kind }, 'clean-up plan executed'); },
+      });
+      if (r.kind === 'blocked') throw new Error(`clean-up blocked: ${r.plan.blocked.join('; ')}`);
+      if (r.kind === 'gave-up') throw new Error(`clean-up did not converge after 3 attempts: ${r.lastError}`);
     };
     if (this.opts.lock ?? true) await withLock(this.opts.stateDir, body);
     else await body();

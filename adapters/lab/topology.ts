@@ -4,7 +4,7 @@
 // "fabric" neighbour entries standing in for the VNET, strict rp_filter, AKS providerID and labels) and
 // 'podcidr' (a /24 per node, host-gw routes between nodes, loose rp_filter).
 import { mkdir } from 'node:fs/promises';
-import { defaultRunner, runChecked } from '../run.js';
+import { defaultRunner, runChecked, type Runner } from '../run.js';
 import { connectToBridge, type Bridge, type NamespaceFactory } from './netns.js';
 
 export type Flavor = 'aks' | 'podcidr';
@@ -188,7 +188,12 @@ export function settingsManifest(settings: Readonly<Record<string, string>>): ob
 
 /** Ping from a namespace (no mount namespace needed); how many of `count` replies came back. */
 export async function pingCount(ns: string, ip: string, count = 3, timeoutS = 2): Promise<{ sent: number; received: number }> {
-  const r = await defaultRunner('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c', String(count), '-i', '0.2', '-W', String(timeoutS), ip]);
+  return pingWith((cmd, args) => defaultRunner('ip', ['netns', 'exec', ns, cmd, ...args]), ip, count, timeoutS);
+}
+
+/** `count` pings to `ip` through `run` (0.2 s apart): how many were sent and how many came back. */
+export async function pingWith(run: Runner, ip: string, count: number, timeoutS = 2): Promise<{ sent: number; received: number }> {
+  const r = await run('ping', ['-n', '-q', '-c', String(count), '-i', '0.2', '-W', String(timeoutS), ip]);
   const m = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout);
   return m ? { sent: Number(m[1]), received: Number(m[2]) } : { sent: count, received: 0 };
 }
