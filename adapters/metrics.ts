@@ -70,57 +70,46 @@ export class DaemonMetrics {
 
   constructor(now: () => number = Date.now) {
     this.now = now;
+    const t = () => this.now() / 1000;
+    this.peerGauge('wgplane_peer_handshake_age_seconds', 'Seconds since the latest handshake with the peer (no series while it never handshaked)',
+      (p) => (p.latestHandshake > 0 ? Math.max(0, t() - p.latestHandshake) : null));
+    this.peerGauge('wgplane_peer_received_bytes', 'Bytes received from the peer (the device counter)', (p) => p.rxBytes);
+    this.peerGauge('wgplane_peer_sent_bytes', 'Bytes sent to the peer (the device counter)', (p) => p.txBytes);
+    this.peerGauge('wgplane_peer_allowed_ips', 'Allowed IPs programmed on the peer', (p) => p.allowedIPs);
     const self = this;
-    new Gauge({
-      name: 'wgplane_peer_handshake_age_seconds',
-      help: 'Seconds since the latest handshake with the peer (no series while it never handshaked)',
-      labelNames: ['node', 'key'] as const,
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        const t = self.now() / 1000;
-        for (const p of self.peers()) if (p.latestHandshake > 0) this.set({ node: p.node, key: shortKey(p.publicKey) }, Math.max(0, t - p.latestHandshake));
-      },
-    });
-    new Gauge({
-      name: 'wgplane_peer_received_bytes',
-      help: 'Bytes received from the peer (the device counter)',
-      labelNames: ['node', 'key'] as const,
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const p of self.peers()) this.set({ node: p.node, key: shortKey(p.publicKey) }, p.rxBytes);
-      },
-    });
-    new Gauge({
-      name: 'wgplane_peer_sent_bytes',
-      help: 'Bytes sent to the peer (the device counter)',
-      labelNames: ['node', 'key'] as const,
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const p of self.peers()) this.set({ node: p.node, key: shortKey(p.publicKey) }, p.txBytes);
-      },
-    });
-    new Gauge({
-      name: 'wgplane_peer_allowed_ips',
-      help: 'Allowed IPs programmed on the peer',
-      labelNames: ['node', 'key'] as const,
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const p of self.peers()) this.set({ node: p.node, key: shortKey(p.publicKey) }, p.allowedIPs);
-      },
-    });
     new Gauge({
       name: 'wgplane_peers',
       help: 'Peers programmed on the device',
       registers: [this.registry],
       collect() {
-        this.set(self.peers().length);
+        this.set(self.scrapePeers().length);
       },
     });
   }
+
+  /** A per-peer gauge (labels node and short key); `value` null: no series for that peer. */
+  private peerGauge(name: string, help: string, value: (p: PeerSample) => number | null): void {
+    const self = this;
+    new Gauge({
+      name,
+      help,
+      labelNames: ['node', 'key'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const p of self.scrapePeers()) {
+          const v = value(p);
+          if (v !== null) this.set({ node: p.node, key: shortKey(p.publicKey) }, v);
+        }
+      },
+    });
+  }
+
+  /** The peer samples of the scrape in progress: taken once per scrape (text()), not once per gauge. */
+  private scrapePeers(): readonly PeerSample[] {
+    return this.scraped ?? this.peers();
+  }
+  private scraped: readonly PeerSample[] | null = null;
 
   /** Where the per-peer series come from (called at scrape time). */
   setPeerSource(f: () => readonly PeerSample[]): void {
@@ -131,8 +120,13 @@ export class DaemonMetrics {
     for (const [kind, n] of byKind) this.operations.inc({ kind }, n);
   }
 
-  text(): Promise<string> {
-    return this.registry.metrics();
+  async text(): Promise<string> {
+    this.scraped = this.peers();
+    try {
+      return await this.registry.metrics();
+    } finally {
+      this.scraped = null;
+    }
   }
 
   get contentType(): string {

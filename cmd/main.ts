@@ -4,6 +4,13 @@ import { SnapshotError } from '../adapters/manifest.js';
 import { ObservedFileError } from '../adapters/observed-json.js';
 import { KeyStoreError } from '../adapters/keystore.js';
 import { LockError } from '../adapters/lock.js';
+import { ObserveError } from '../adapters/observer.js';
+import { BackendError } from '../adapters/backend.js';
+import { StatusError } from '../adapters/status.js';
+import { DirSourceError } from '../adapters/sources/dir.js';
+import { LabError } from '../adapters/lab/state.js';
+import { VerifyError } from '../adapters/verify.js';
+import { GraphError } from '../adapters/graph.js';
 import { CliError } from './common.js';
 import { registerPlan } from './plan.js';
 import { registerApply } from './apply.js';
@@ -35,9 +42,15 @@ registerGraph(program);
 registerStatus(program);
 registerEnable(program);
 
-/** Errors whose message says everything (no stack trace): bad input, a refused operation. */
+/** Errors whose message says everything (no stack trace): bad input, a refused operation, the state of
+ *  the node or the cluster. Anything else is a defect or a surprise: printed with its stack. */
+const EXPECTED_ERRORS = [
+  CliError, SnapshotError, ObservedFileError, KeyStoreError, LockError, ObserveError, BackendError,
+  StatusError, DirSourceError, LabError, VerifyError, GraphError,
+] as const;
+
 function isExpected(err: unknown): boolean {
-  return err instanceof CliError || err instanceof SnapshotError || err instanceof ObservedFileError || err instanceof KeyStoreError || err instanceof LockError || (err instanceof Error && /Error$/.test(err.name) && err.name !== 'Error' && err.name !== 'TypeError' && err.name !== 'RangeError' && err.name !== 'ReferenceError');
+  return EXPECTED_ERRORS.some((c) => err instanceof c);
 }
 
 export async function main(argv: readonly string[]): Promise<void> {

@@ -34,9 +34,8 @@ import {
   PUBLICATION_DIR,
   type NodeAnnotations,
   type Publication,
-  applyPublications,
   decodePublication,
-  extractPublications,
+  mergePublications,
   isPublicationDocument,
   isValidNodeName,
   nodeAnnotations,
@@ -69,8 +68,6 @@ interface FileState {
   sig: string;
   /** The documents of the last content that was accepted, or null if it never was. */
   good: SourceDocument[] | null;
-  /** The sig of the good content. */
-  goodSig: string | null;
   /** The sig of content already reported bad (so a bad file is reported once per change). */
   reportedSig: string | null;
 }
@@ -353,7 +350,6 @@ class Dir implements DirSource {
     for (const [f, c] of candidates) {
       const st = this.files.get(f)!;
       st.good = c.docs;
-      st.goodSig = c.sig;
       st.reportedSig = null;
     }
     const leftOut = paths.some((f) => !this.files.get(f)?.good);
@@ -373,15 +369,14 @@ class Dir implements DirSource {
   private mark(f: string, sig: string): void {
     const st = this.files.get(f);
     if (st) st.sig = sig;
-    else this.files.set(f, { sig, good: null, goodSig: null, reportedSig: null });
+    else this.files.set(f, { sig, good: null, reportedSig: null });
   }
 
   private decode(docs: SourceDocument[]): E.Either<DecodeError[], { snapshot: ClusterSnapshot; docs: SourceDocument[] }> {
-    const pubs = extractPublications(docs);
-    if (E.isLeft(pubs)) return pubs;
-    const merged = applyPublications(docs, pubs.right);
-    const r = decodeObjects(merged);
-    return E.isLeft(r) ? E.left([...r.left]) : E.right({ snapshot: r.right, docs: merged });
+    const merged = mergePublications(docs);
+    if (E.isLeft(merged)) return merged;
+    const r = decodeObjects(merged.right);
+    return E.isLeft(r) ? E.left([...r.left]) : E.right({ snapshot: r.right, docs: merged.right });
   }
 
   // ----------------------------------------------------------------------------------------------
