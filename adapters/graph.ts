@@ -7,7 +7,7 @@ import type { ClusterSnapshot, NodeInfo } from '../core/model.js';
 import { OWNERSHIP } from '../core/model.js';
 import { NetnsHome } from './lab/netns.js';
 import type { LabState } from './lab/state.js';
-import { endpointHost, readPeers } from './verify.js';
+import { ageOf, ageText, endpointHost, readPeers } from './verify.js';
 
 export interface MeshNode {
   readonly name: string;
@@ -78,8 +78,7 @@ export async function meshFromLab(lab: LabState, snapshot: ClusterSnapshot): Pro
     const ageAt = (me: string, other: string): number | null | 'none' => {
       const ip = byName.get(other)?.ip;
       const p = readings.get(me)?.find((r) => endpointHost(r.endpoint) === ip);
-      if (!p) return 'none';
-      return p.latestHandshake > 0 ? Math.max(0, Math.round(now - p.latestHandshake)) : null;
+      return p ? ageOf(p, now) : 'none';
     };
     const x = ageAt(e.a, e.b), y = ageAt(e.b, e.a);
     if (x === 'none' || y === 'none') return { ...e, kind: 'broken', note: `no peer on ${x === 'none' ? e.a : e.b}` };
@@ -92,8 +91,6 @@ export async function meshFromLab(lab: LabState, snapshot: ClusterSnapshot): Pro
 export function dotString(s: string): string {
   return `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
 }
-
-const ageText = (s: number | null) => (s === null ? 'never' : `${s}s`);
 
 export function renderDot(m: Mesh): string {
   const out = [

@@ -7,6 +7,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { shortKey, type WgKey } from '../core/key.js';
 import { STATUS_FILE } from './daemon/engine.js';
+import { textTable } from './text-table.js';
 import type { ClusterSnapshot, NodeInfo, NodeName, ObservedDataplane, PodInfo, PodKey } from '../core/model.js';
 import { desired } from '../core/desired.js';
 import { plan } from '../planner/plan.js';
@@ -349,10 +350,8 @@ export function bytes(n: number): string {
 const short = (k: WgKey | null) => (k === null ? '-' : shortKey(k));
 
 /** Left-aligned columns separated by two spaces. */
-export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (r: readonly string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
-  return [line(header), ...rows.map(line)].join('\n');
+function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  return textTable(header, rows).join('\n');
 }
 
 export function renderNodeStatusText(s: NodeStatus): string {

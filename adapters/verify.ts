@@ -16,6 +16,7 @@ import { NetnsHome } from './lab/netns.js';
 import { pingCount, pingWith } from './lab/topology.js';
 import type { LabNode, LabState } from './lab/state.js';
 import { defaultRunner, type Runner } from './run.js';
+import { textTable as table } from './text-table.js';
 import { parseWgDump as parseObservedDump } from './observer.js';
 
 /** WireGuard rejects a session older than this (REJECT_AFTER_TIME): an older handshake proves nothing now. */
@@ -55,7 +56,8 @@ export async function readPeers(run: Runner, iface: string): Promise<PeerReading
   return r.exitCode === 0 ? parseWgDump(r.stdout) : null;
 }
 
-const ageOf = (p: PeerReading | undefined, now: number): number | null => (p && p.latestHandshake > 0 ? Math.max(0, Math.round(now - p.latestHandshake)) : null);
+/** Seconds since the peer's latest handshake (null: never). */
+export const ageOf = (p: PeerReading | undefined, now: number): number | null => (p && p.latestHandshake > 0 ? Math.max(0, Math.round(now - p.latestHandshake)) : null);
 
 // ---------------------------------------------------------------------------------------------------
 // Lab: pairs of nodes
@@ -272,13 +274,9 @@ export async function verifyNode(o: NodeVerifyOptions): Promise<VerifyReport> {
 // ---------------------------------------------------------------------------------------------------
 // Rendering
 
-function table(head: readonly string[], rows: readonly (readonly string[])[]): string[] {
-  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const fmt = (r: readonly string[]) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd();
-  return [fmt(head), ...rows.map(fmt)];
-}
+/** A handshake age for people. */
+export const ageText = (s: number | null): string => (s === null ? 'never' : `${s}s`);
 
-const age = (s: number | null) => (s === null ? 'never' : `${s}s`);
 
 export function renderVerifyText(r: VerifyReport): string {
   const lines: string[] = [];
@@ -288,7 +286,7 @@ export function renderVerifyText(r: VerifyReport): string {
       ['PAIR', 'EXPECTED', 'RESULT', 'PROBE', 'HANDSHAKE', 'COUNTERS (tx/rx bytes)', 'WIRE'],
       r.pairs.map((p) => [
         `${p.a} <-> ${p.b}`, p.expected, p.verdict, `${p.probe.from} -> ${p.probe.to} ${p.probe.received}/${p.probe.sent}`,
-        p.sides.length ? p.sides.map((s) => age(s.handshakeAgeS)).join(' / ') : '-',
+        p.sides.length ? p.sides.map((s) => ageText(s.handshakeAgeS)).join(' / ') : '-',
         p.sides.length ? p.sides.map((s) => `+${s.txDelta}/+${s.rxDelta}`).join(' ; ') : '-',
         `${p.wireguardPackets} wg, ${p.clearPackets} clear`,
       ]),
@@ -299,7 +297,7 @@ export function renderVerifyText(r: VerifyReport): string {
     lines.push(...table(
       ['PEER', 'NODE', 'ENDPOINT', 'ALLOWED', 'HANDSHAKE', 'RX', 'TX', 'PROBE', 'RESULT'],
       r.peers.map((p) => [
-        p.publicKey.slice(0, 12) + '...', p.node ?? '?', p.endpoint ?? '-', String(p.allowedIPs), age(p.handshakeAgeS), String(p.rx), String(p.tx),
+        p.publicKey.slice(0, 12) + '...', p.node ?? '?', p.endpoint ?? '-', String(p.allowedIPs), ageText(p.handshakeAgeS), String(p.rx), String(p.tx),
         p.probe ? `${p.probe.to} ${p.probe.received > 0 ? 'ok' : 'no reply'} +${p.probe.txDelta}/+${p.probe.rxDelta}` : '-', p.verdict,
       ]),
     ));

@@ -5,6 +5,7 @@ import { labDown, labStatus, labUp, type LabStatus } from '../adapters/lab/lab.j
 import { requireLab, type LabState } from '../adapters/lab/state.js';
 import { CliError } from './common.js';
 import { backendOption, outputOption, print, type Output } from './output.js';
+import { textTable } from '../adapters/text-table.js';
 
 /** The command that runs this very wgplane (the same node, loader and entry point). */
 export function selfCommand(): string[] {
@@ -66,12 +67,10 @@ function renderStatus(st: LabStatus): string {
     n.agent === 'none' ? '-' : `${n.agent}${n.pid ? ` (${n.pid})` : ''}`, n.plain ? '-' : n.device ? 'yes' : 'no', n.plain ? '-' : String(n.peers), String(n.pods),
   ]);
   const head = ['NODE', 'NAMESPACE', 'IP', 'KIND', 'NETNS', 'AGENT', 'DEVICE', 'PEERS', 'PODS'];
-  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const fmt = (r: readonly string[]) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd();
   return [
     `Lab ${st.name}: ${st.phase}, flavor ${st.flavor}, agent ${st.agent}, bridge ${st.bridge}, manifests ${st.clusterDir}`,
     ...(st.error ? [`error: ${st.error}`] : []),
-    fmt(head), ...rows.map(fmt),
+    ...textTable(head, rows),
   ].join('\n');
 }
 
