@@ -277,7 +277,6 @@ export async function verifyNode(o: NodeVerifyOptions): Promise<VerifyReport> {
 /** A handshake age for people. */
 export const ageText = (s: number | null): string => (s === null ? 'never' : `${s}s`);
 
-
 export function renderVerifyText(r: VerifyReport): string {
   const lines: string[] = [];
   if (r.scope === 'lab') {
