@@ -11,8 +11,7 @@ import { desired } from '../core/desired.js';
 import { plan } from '../planner/plan.js';
 import { blackHoles } from '../planner/kernel-model.js';
 import { generateCluster, generateKey, movePodIP, nodeNames, removePod, setNodeKey, type GeneratedCluster } from '../testing/generate.js';
-import { Lab, kernelTestSkipReason } from '../testing/netns.js';
-import { runChecked } from './run.js';
+import { Lab, addUnderlay, kernelTestSkipReason } from '../testing/netns.js';
 import { observe } from './observer.js';
 import { reconcile } from './reconcile.js';
 import { loadOrCreateKey } from './keystore.js';
@@ -35,10 +34,7 @@ test('a plan stopped after any operation leaves no black hole and the next apply
   const s1 = generateCluster({ nodes: 30, podsPerNode: 3, flavor: 'aks', seed: 7, objects: false });
   const local = nodeNames(s1)[0]!;
   const localIP = s1.snapshot.nodes.get(local)!.addresses[0]!.address;
-  await runChecked(ns.run, 'ip', ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0peer']);
-  await runChecked(ns.run, 'ip', ['link', 'set', 'eth0peer', 'up']);
-  await runChecked(ns.run, 'ip', ['address', 'add', `${localIP}/12`, 'dev', 'eth0']);
-  await runChecked(ns.run, 'ip', ['link', 'set', 'eth0', 'up']);
+  await addUnderlay(ns.run, localIP);
   const key = await loadOrCreateKey(mkdtempSync(path.join(tmpdir(), 'wgpf-key-')));
   const settings: Settings = s1.snapshot.settings;
 

@@ -9,8 +9,8 @@
 import { performance } from 'node:perf_hooks';
 import * as E from 'fp-ts/lib/Either.js';
 import { generateCluster, nodeNames } from '../testing/generate.js';
-import { Lab, kernelTestSkipReason } from '../testing/netns.js';
-import { runChecked, type Runner } from '../adapters/run.js';
+import { Lab, addUnderlay, kernelTestSkipReason } from '../testing/netns.js';
+import { defaultRunner, runChecked, type Runner } from '../adapters/run.js';
 import { observe } from '../adapters/observer.js';
 import { execute } from '../adapters/executor.js';
 import { buildDesiredIndex, applyPodChange, desiredOf } from '../core/desired-index.js';
@@ -23,13 +23,6 @@ import { sysctlDevice } from '../core/model.js';
 const NODES = Number(process.env.BENCH_APPLY_NODES ?? 1000);
 const PODS = Number(process.env.BENCH_APPLY_PODS ?? 30);
 const RUNS = Number(process.env.BENCH_APPLY_RUNS ?? 3);
-
-async function underlay(run: Runner, ip: string): Promise<void> {
-  await runChecked(run, 'ip', ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0peer']);
-  await runChecked(run, 'ip', ['address', 'add', `${ip}/12`, 'dev', 'eth0']);
-  await runChecked(run, 'ip', ['link', 'set', 'eth0', 'up']);
-  await runChecked(run, 'ip', ['link', 'set', 'eth0peer', 'up']);
-}
 
 async function floorFresh(run: Runner, d: DesiredEnabled, privateKey: string): Promise<number> {
   const dev = d.device.name;
@@ -77,7 +70,7 @@ async function main(): Promise<void> {
   const c = generateCluster({ nodes: NODES, podsPerNode: PODS, flavor: 'aks', seed: 11, objects: false });
   const local = nodeNames(c)[0]!;
   const localIP = c.snapshot.nodes.get(local)!.addresses[0]!.address;
-  const keyRun = (await import('../adapters/run.js')).defaultRunner;
+  const keyRun = defaultRunner;
   const privateKey = (await runChecked(keyRun, 'wg', ['genkey'])).stdout.trim();
   const publicKey = (await runChecked(keyRun, 'wg', ['pubkey'], { input: privateKey })).stdout.trim();
   const host = { underlayMtu: 1500, publicKey: publicKey as never };
@@ -90,13 +83,13 @@ async function main(): Promise<void> {
     const lab = new Lab('wgpb');
     try {
       const a = await lab.namespace();
-      await underlay(a.run, localIP);
+      await addUnderlay(a.run, localIP);
       const ix0 = buildDesiredIndex(c.snapshot, local, host);
       if (E.isLeft(ix0) || ix0.right.kind !== 'index') throw new Error('desired failed');
       floors.push(await floorFresh(a.run, desiredOf(ix0.right), privateKey));
 
       const b = await lab.namespace();
-      await underlay(b.run, localIP);
+      await addUnderlay(b.run, localIP);
       const t0 = performance.now();
       const observed = await observe({ interfaceName: 'wireguard.wgp', table: 51820, workloadInterfacePrefix: 'azv', run: b.run });
       const t1 = performance.now();

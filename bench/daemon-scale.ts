@@ -192,7 +192,7 @@ const minOf = (xs: Sample[], k: 'rss' | 'group' | 'wg') => xs.reduce((m, s) => M
 interface LogLine { readonly at: number; readonly json: Record<string, unknown> | null; readonly text: string }
 
 async function main(): Promise<void> {
-  const { kernelTestSkipReason, Lab, nodePrefix, nodeExec } = await import('../testing/netns.js');
+  const { kernelTestSkipReason, Lab, nodePrefix, nodeExec, addUnderlay } = await import('../testing/netns.js');
   const { runChecked, defaultRunner } = await import('../adapters/run.js');
   const skip = kernelTestSkipReason();
   if (skip) {
@@ -241,10 +241,7 @@ async function main(): Promise<void> {
     log(`stand-in server up (${info.objects.toLocaleString('en')} objects, pid ${server.pid}) in ${sec(performance.now() - tGen)}; local node ${info.node} ${info.ip}; settings ${JSON.stringify(info.settings)}`);
 
     // The node's underlay
-    await runChecked(ns.run, 'ip', ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0peer']);
-    await runChecked(ns.run, 'ip', ['address', 'add', `${info.ip}/12`, 'dev', 'eth0']);
-    await runChecked(ns.run, 'ip', ['link', 'set', 'eth0', 'up']);
-    await runChecked(ns.run, 'ip', ['link', 'set', 'eth0peer', 'up']);
+    await addUnderlay(ns.run, info.ip);
 
     // The daemon
     const [cmd, ...prefix] = nodePrefix(ns.name);

@@ -61,10 +61,9 @@ function partA(): string[] {
 }
 
 async function partB(): Promise<string[]> {
-  const { kernelTestSkipReason, Lab } = await import('../testing/netns.js');
+  const { kernelTestSkipReason, Lab, addUnderlay } = await import('../testing/netns.js');
   const skip = kernelTestSkipReason();
   if (skip) return [`| B. real engine | skipped: ${skip} | | |`];
-  const { runChecked } = await import('../adapters/run.js');
   const { Engine } = await import('../adapters/daemon/engine.js');
   const { MemorySource } = await import('../testing/memory-source.js');
   const { createLogger } = await import('../adapters/log.js');
@@ -77,10 +76,7 @@ async function partB(): Promise<string[]> {
   try {
     const ns = await lab.namespace();
     const ip = c.snapshot.nodes.get(local)!.addresses[0]!.address;
-    await runChecked(ns.run, 'ip', ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0peer']);
-    await runChecked(ns.run, 'ip', ['address', 'add', `${ip}/12`, 'dev', 'eth0']);
-    await runChecked(ns.run, 'ip', ['link', 'set', 'eth0', 'up']);
-    await runChecked(ns.run, 'ip', ['link', 'set', 'eth0peer', 'up']);
+    await addUnderlay(ns.run, ip);
     const stateDir = mkdtempSync(path.join(tmpdir(), 'wgpd-'));
     const source = new MemorySource();
     const engine = new Engine({ node: local, source, stateDir, backend: 'userspace', log: createLogger({ level: (process.env.BENCH_LOG ?? 'silent') as 'silent' }), run: ns.run, key: await loadOrCreateKey(stateDir), resyncIntervalMs: 3_600_000 });

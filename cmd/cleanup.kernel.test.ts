@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { generateCluster, toListJson, nodeNames } from '../testing/generate.js';
-import { Lab, kernelTestSkipReason, nodeExec } from '../testing/netns.js';
+import { Lab, addUnderlay, kernelTestSkipReason, nodeExec } from '../testing/netns.js';
 import { REPO } from '../testing/cluster.js';
 import { runChecked, type Runner } from '../adapters/run.js';
 
@@ -48,10 +48,7 @@ test('apply and cleanup leave foreign state alone; bad input touches nothing; ke
   const wgplane = (args: string[], input?: string) => nodeExec(ns.name, 'node', ['--import', 'tsx', path.join(REPO, 'cmd/main.ts'), ...args], input !== undefined ? { input } : undefined);
 
   // The underlay and the foreign state.
-  await runChecked(run, 'ip', ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0peer']);
-  await runChecked(run, 'ip', ['address', 'add', `${localIP}/12`, 'dev', 'eth0']);
-  await runChecked(run, 'ip', ['link', 'set', 'eth0', 'up']);
-  await runChecked(run, 'ip', ['link', 'set', 'eth0peer', 'up']);
+  await addUnderlay(run, localIP);
   await runChecked(run, 'wireguard-go', ['wgforeign']);
   const foreignKey = (await runChecked(run, 'wg', ['genkey'])).stdout.trim();
   const foreignPeer = (await runChecked(run, 'wg', ['pubkey'], { input: (await runChecked(run, 'wg', ['genkey'])).stdout })).stdout.trim();

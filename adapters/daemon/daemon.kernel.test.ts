@@ -10,7 +10,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { generateCluster, nodeNames, setNodeKey, toListJson } from '../../testing/generate.js';
-import { Lab, kernelTestSkipReason, nodePrefix, type TestNamespace } from '../../testing/netns.js';
+import { Lab, addUnderlay, kernelTestSkipReason, nodePrefix, type TestNamespace } from '../../testing/netns.js';
 import { REPO } from '../../testing/cluster.js';
 import { runChecked } from '../run.js';
 
@@ -59,10 +59,7 @@ describe('wgplane daemon (child process, dir source, real kernel)', { skip: skip
     if (skip) return;
     ns = await lab.namespace();
     const ip = cluster.snapshot.nodes.get(local)!.addresses[0]!.address;
-    await runChecked(ns.run, 'ip', ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0peer']);
-    await runChecked(ns.run, 'ip', ['link', 'set', 'eth0peer', 'up']);
-    await runChecked(ns.run, 'ip', ['address', 'add', `${ip}/12`, 'dev', 'eth0']);
-    await runChecked(ns.run, 'ip', ['link', 'set', 'eth0', 'up']);
+    await addUnderlay(ns.run, ip);
     dir = mkdtempSync(path.join(tmpdir(), 'wgpdd-dir-'));
     stateDir = mkdtempSync(path.join(tmpdir(), 'wgpdd-state-'));
     await writeFile(path.join(dir, 'cluster.json'), toListJson(cluster.objects));

@@ -17,7 +17,7 @@ import type { NodeName, PodInfo, PodKey } from '../../core/model.js';
 import { desired } from '../../core/desired.js';
 import { plan } from '../../planner/plan.js';
 import { generateCluster, generateKey, nodeNames, setNodeKey } from '../../testing/generate.js';
-import { Lab, kernelTestSkipReason, type TestNamespace } from '../../testing/netns.js';
+import { Lab, addUnderlay, kernelTestSkipReason, type TestNamespace } from '../../testing/netns.js';
 import { MemorySource } from '../../testing/memory-source.js';
 import { runChecked, type Runner } from '../run.js';
 import { observe } from '../observer.js';
@@ -84,10 +84,7 @@ describe('daemon engine (real kernel, wireguard-go)', { skip: skip ?? false, tim
     if (skip) return;
     ns = await lab.namespace();
     const ip = cluster.snapshot.nodes.get(local)!.addresses[0]!.address;
-    await runChecked(ns.run, 'ip', ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0peer']);
-    await runChecked(ns.run, 'ip', ['link', 'set', 'eth0peer', 'up']);
-    await runChecked(ns.run, 'ip', ['address', 'add', `${ip}/12`, 'dev', 'eth0']);
-    await runChecked(ns.run, 'ip', ['link', 'set', 'eth0', 'up']);
+    await addUnderlay(ns.run, ip);
     // A route in wgplane's table that no node asks for: it must survive until the source has synced.
     await sh(`ip route add throw 10.99.99.99/32 table ${T}`);
     stateDir = mkdtempSync(path.join(tmpdir(), 'wgpd-state-'));
