@@ -86,13 +86,13 @@ class Mesh {
     return a;
   }
 
-  async stop(node: ClusterNode, signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<number | undefined> {
+  async stop(node: ClusterNode, signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<number | string | undefined> {
     const a = this.agents.get(node.name);
     if (!a?.proc) return undefined;
     a.proc.kill(signal);
     const r = await a.proc;
     a.proc = null;
-    return r.exitCode;
+    return r.exitCode ?? r.signal; // the signal that killed it, if one did
   }
 
   async stopAll(): Promise<void> {
@@ -247,8 +247,9 @@ async function nodeNeighbours(node: ClusterNode, others: readonly ClusterNode[],
   }
 }
 
-async function daemonStatus(n: ClusterNode): Promise<{ time: string; lastApply: string; counters: { driftRepairs: number } }> {
-  return JSON.parse(await readFile(path.join(n.stateDir, 'status.json'), 'utf8')) as { time: string; lastApply: string; counters: { driftRepairs: number } };
+interface DaemonStatus { time: string; startedAt: string; lastApply: string; counters: { driftRepairs: number } }
+async function daemonStatus(n: ClusterNode): Promise<DaemonStatus> {
+  return JSON.parse(await readFile(path.join(n.stateDir, 'status.json'), 'utf8')) as DaemonStatus;
 }
 
 for (const flavor of ['aks', 'podcidr'] as const) {
@@ -363,14 +364,15 @@ for (const flavor of ['aks', 'podcidr'] as const) {
 
     await t.test('an agent restarted under a continuous ping loses no packet', async () => {
       const a = n0.pods[0]!, b = n1.pods[1]!;
-      const before = (await daemonStatus(n1)).time;
+      const before = (await daemonStatus(n1)).startedAt;
       const pinger = execa('ip', ['netns', 'exec', a.ns, 'ping', '-n', '-i', '0.1', '-c', '250', '-W', '2', b.ip], { reject: false });
       await new Promise((r) => setTimeout(r, 1000));
       assert.equal(await m.stop(n1), 0, 'SIGTERM exits 0');
       m.start(n1);
       await until('the restarted agent reports a new status', async () => {
         const s = await daemonStatus(n1);
-        return s.time !== before && s.lastApply === 'ok';
+        // The stopping agent writes a last status too: only one from the new process counts.
+        return s.startedAt !== before && s.lastApply === 'ok';
       }, 60_000, () => m.logs());
       const restartedAt = Date.now();
       const r = await pinger;

@@ -13,6 +13,7 @@ import type { ClusterSource } from '../adapters/sources/source.js';
 import { openSource, parseSourceSpec } from '../adapters/status.js';
 import { CliError, DEFAULT_STATE_DIR, nodeNameFrom } from './common.js';
 import { backendOption } from './output.js';
+import { stopSignals } from './signals.js';
 
 interface DaemonOpts {
   source: string;
@@ -25,7 +26,6 @@ interface DaemonOpts {
   cleanupOnExit?: boolean;
 }
 
-/** Builds the source named by `--source` (the source modules are loaded only when asked for). */
 /** The daemon's source for `--source kube|dir:PATH` (the same factory as status, enable and disable). */
 export async function createSource(spec: string, node: NodeName, kubeconfig: string | undefined): Promise<ClusterSource> {
   try {
@@ -33,19 +33,6 @@ export async function createSource(spec: string, node: NodeName, kubeconfig: str
   } catch (err) {
     throw new CliError((err as Error).message);
   }
-}
-
-/** Resolves on the first SIGTERM or SIGINT (and removes the handlers). */
-function nextSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const on = (sig: NodeJS.Signals) => {
-      process.off('SIGTERM', on);
-      process.off('SIGINT', on);
-      resolve(sig);
-    };
-    process.on('SIGTERM', on);
-    process.on('SIGINT', on);
-  });
 }
 
 export async function runDaemon(o: DaemonOpts): Promise<void> {
@@ -63,7 +50,7 @@ export async function runDaemon(o: DaemonOpts): Promise<void> {
   }
   const node = nodeNameFrom(o.node);
   const log: Logger = createLogger({ level, base: { node } });
-  const signal = nextSignal();
+  const signal = stopSignals((sig) => log.warn({ signal: sig }, 'second stop signal; exiting now without finishing the stop'));
   const backend = await detectBackend(o.wireguard);
   const source = await createSource(o.source, node, o.kubeconfig);
   const engine = new Engine({ node, source, stateDir: o.stateDir, backend, log });

@@ -116,13 +116,13 @@ class Mesh {
     return a;
   }
 
-  async stop(node: ClusterNode): Promise<number | undefined> {
+  async stop(node: ClusterNode): Promise<number | string | undefined> {
     const a = this.agents.get(node.name);
     if (!a?.proc) return undefined;
     a.proc.kill('SIGTERM');
     const r = await a.proc;
     a.proc = null;
-    return r.exitCode;
+    return r.exitCode ?? r.signal; // the signal that killed it, if one did
   }
 
   async stopAll(): Promise<void> {
@@ -306,14 +306,16 @@ test('host-encryption start-up safety: no cut-off at first start, on restart, or
     const key = await m.publicKey(n1);
     const ps = [ping(n0, n1), ping(n1, n0), ping(n2, n1)];
     await sleep(500);
+    const before = (JSON.parse(await readFile(path.join(n1.stateDir, 'status.json'), 'utf8')) as { startedAt: string }).startedAt;
     assert.equal(await m.stop(n1), 0, 'SIGTERM exits 0');
     const from = m.log(n1).length;
     m.start(n1);
     await until('the restarted agent is ready', async () => m.log(n1).slice(from).some((l) => l.includes('first apply done; ready')), 30_000, () => m.logs());
     // Past one resync (5 s) as well: it too must find nothing to do.
     await until('a status written after a resync', async () => {
-      const s = JSON.parse(await readFile(path.join(n1.stateDir, 'status.json'), 'utf8')) as { lastReconcile: { kind: string } | null };
-      return s.lastReconcile?.kind === 'resync';
+      // status.json from the agent before the restart also reports a resync: only the new agent's counts.
+      const s = JSON.parse(await readFile(path.join(n1.stateDir, 'status.json'), 'utf8')) as { startedAt: string; lastReconcile: { kind: string } | null };
+      return s.startedAt !== before && s.lastReconcile?.kind === 'resync';
     }, 20_000, () => m.logs());
     const s = JSON.parse(await readFile(path.join(n1.stateDir, 'status.json'), 'utf8')) as { counters: { executions: number; opsApplied: number }; publicKey: string; keyPublished: boolean };
     const results = await Promise.all(ps.map(stopPing));

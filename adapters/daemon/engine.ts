@@ -128,6 +128,8 @@ export interface StatusFile {
   readonly version: 1;
   readonly node: string;
   readonly time: string;
+  /** When this agent process started (tells a restarted agent's status from its predecessor's). */
+  readonly startedAt: string;
   readonly source: string;
   readonly synced: boolean;
   readonly ready: boolean;
@@ -212,6 +214,7 @@ export class Engine {
   private pendingOps = 0;
   private firstApplyOk = false;
   private started = false;
+  private startedAt = 0;
   private stopped = false;
 
   private resyncTimer: NodeJS.Timeout | null = null;
@@ -253,6 +256,7 @@ export class Engine {
   async start(): Promise<void> {
     if (this.started) throw new Error('engine started twice');
     this.started = true;
+    this.startedAt = this.now();
     if (this.key === null) this.key = await loadOrCreateKey(this.opts.stateDir);
     this.log.info({ node: this.opts.node, source: this.opts.source.description, publicKey: this.key.publicKey, backend: this.opts.backend }, 'daemon starting; nothing is changed before the source has synced');
     await this.opts.source.start((e) => this.onEvent(e));
@@ -805,6 +809,7 @@ export class Engine {
       version: 1,
       node: this.opts.node,
       time: new Date(this.now()).toISOString(),
+      startedAt: new Date(this.startedAt).toISOString(),
       source: this.opts.source.description,
       synced: this.store.synced,
       ready: this.ready().ok,
