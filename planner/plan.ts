@@ -328,23 +328,21 @@ class Ctx {
       const value = d.sysctls.get(key)!;
       const from = sysctlDevice(key) !== null && o === null ? null : obs.sysctls.get(key) ?? null;
       if (from !== value) {
-        const setting = key.endsWith('src_valid_mark') || key.endsWith('/rp_filter') ? 'hostEncryption' : 'enabled';
-        into.push({ kind: 'sysctl-set', key, value, from, origin: { kind: 'setting', setting, detail: key } });
+        into.push({ kind: 'sysctl-set', key, value, from, origin: sysctlOrigin(key) });
       }
     };
     for (const key of sysctlKeys) if (sysctlDevice(key) === null) sysctl(key, ops);
     // 2. the device
     let deferredUp: Operation | null = null;
-    const devOrigin: Origin = { kind: 'setting', setting: 'interfaceName' };
     if (o === null) {
       ops.push({ kind: 'link-create', name: dev.name, mtu: dev.mtu, origin: { kind: 'setting', setting: 'mtu', detail: dev.mtuReason } });
-      ops.push({ kind: 'link-set-up', name: dev.name, origin: devOrigin });
+      ops.push({ kind: 'link-set-up', name: dev.name, origin: { kind: 'setting', setting: 'interfaceName', detail: 'new device' } });
       for (const address of dev.addresses) ops.push({ kind: 'address-add', device: dev.name, address, origin: { kind: 'setting', setting: 'interfaceName', detail: 'device address' } });
       ops.push({ kind: 'device-configure', device: dev.name, listenPort: dev.listenPort, fwmark: dev.fwmark, publicKey: dev.publicKey, origin: { kind: 'setting', setting: 'listenPort', detail: 'new device' } });
     } else {
       if (o.mtu !== dev.mtu) ops.push({ kind: 'link-set-mtu', name: dev.name, mtu: dev.mtu, from: o.mtu, origin: { kind: 'setting', setting: 'mtu', detail: dev.mtuReason } });
       // an existing device that is down may hold routes whose peers come later: bring it up after them
-      if (!o.up) deferredUp = { kind: 'link-set-up', name: dev.name, origin: devOrigin };
+      if (!o.up) deferredUp = { kind: 'link-set-up', name: dev.name, origin: { kind: 'setting', setting: 'interfaceName', detail: 'the device is down' } };
       const have = new Set(o.addresses);
       const want = new Set(dev.addresses);
       for (const address of [...o.addresses].sort(compareCidr)) if (!want.has(address)) ops.push({ kind: 'address-delete', device: dev.name, address, origin: NOT_DESIRED });
@@ -369,10 +367,10 @@ class Ctx {
     const tail: Operation[] = [];
     const kept = obs.rules;
     for (const r of d.rules) {
-      if (!kept.some((k) => sameRule(k, r))) tail.push({ kind: 'rule-add', rule: r, origin: { kind: 'setting', setting: 'rulePriority', detail: `not fwmark lookup table ${r.table}` } });
+      if (!kept.some((k) => sameRule(k, r))) tail.push({ kind: 'rule-add', rule: r, origin: { kind: 'setting', setting: 'rulePriority', detail: `what WireGuard has not yet sent (no mark 0x${r.fwmark.toString(16)}) looks up table ${r.table}` } });
     }
     // 8. firewall
-    pushAll(tail, firewallOps(d.firewall, obs.firewall));
+    pushAll(tail, firewallOps(d.firewall, obs.firewall, d));
     return { node: d.node, ops: ops.concat(advance, tail), problems: d.problems, blocked: [] };
   }
 }
@@ -381,7 +379,29 @@ function pushAll(into: Operation[], from: readonly Operation[]): void {
   for (let i = 0; i < from.length; i++) into.push(from[i]!);
 }
 
-function firewallOps(desired: readonly FirewallChain[], observed: ObservedDataplane['firewall']): Operation[] {
+/** Why a sysctl is wanted (the reason a plan shows). */
+function sysctlOrigin(key: string): Origin {
+  if (key.endsWith('src_valid_mark')) return { kind: 'setting', setting: 'hostEncryption', detail: 'host encryption: the reverse-path check honours the mark set in raw WGPLANE-PREROUTING' };
+  if (key.endsWith('/rp_filter')) return { kind: 'setting', setting: 'hostEncryption', detail: 'host encryption: loose reverse-path check on the device (WireGuard checks sources against allowed IPs itself)' };
+  return { kind: 'setting', setting: 'enabled', detail: key };
+}
+
+/** Why a chain is wanted (the reason a plan shows). */
+function chainOrigin(c: FirewallChain, d: DesiredEnabled): Origin {
+  const port = d.device.listenPort;
+  switch (c.name) {
+    case 'WGPLANE-INPUT': return { kind: 'setting', setting: 'listenPort', detail: `lets WireGuard in (UDP port ${port}) ahead of the host's INPUT rules` };
+    case 'WGPLANE-OUTPUT': return { kind: 'setting', setting: 'listenPort', detail: `lets WireGuard out (UDP to port ${port}) ahead of the host's OUTPUT rules` };
+    case 'WGPLANE-PREROUTING': {
+      const r = d.rules[0];
+      const what = r === undefined ? '' : ` (0x${r.fwmark.toString(16)}) so their reverse-path check skips table ${r.table}`;
+      return { kind: 'setting', setting: 'hostEncryption', detail: `host encryption: marks packets from the underlay${what}` };
+    }
+    default: return { kind: 'setting', setting: 'enabled', detail: c.name };
+  }
+}
+
+function firewallOps(desired: readonly FirewallChain[], observed: ObservedDataplane['firewall'], d: DesiredEnabled): Operation[] {
   const ops: Operation[] = [];
   const obsById = new Map(observed.map((c) => [chainId(c), c] as const));
   const desiredIds = new Set(desired.map(chainId));
@@ -396,7 +416,7 @@ function firewallOps(desired: readonly FirewallChain[], observed: ObservedDatapl
     const have = obsById.get(chainId(c));
     const present = have !== undefined && have.hook === c.hook;
     if (present && have.hooked && sameRules(have.rules, c.rules)) continue;
-    ops.push({ kind: 'firewall-chain', chain: stripHooked(c), remove: false, hooked: present ? have.hooked : false, origin: { kind: 'setting', setting: 'listenPort', detail: c.name } });
+    ops.push({ kind: 'firewall-chain', chain: stripHooked(c), remove: false, hooked: present ? have.hooked : false, origin: chainOrigin(c, d) });
   }
   return ops;
 }
