@@ -69,6 +69,8 @@ export function desiredOrFail(snapshot: ClusterSnapshot, node: NodeName, host: H
   return d.right;
 }
 
+const plural = (n: number, what: string) => `${n.toLocaleString('en-US')} ${what}${n === 1 ? '' : 's'}`;
+
 export function describeDesired(d: DesiredDataplane, backend: string | null): string {
   if (d.kind === 'disabled') {
     return `wgplane plan for node ${d.node}: WireGuard is disabled here (${d.why === 'setting' ? 'setting enabled=false' : 'node label wgplane.io/wireguard=disabled'}); wgplane's state is removed`;
@@ -84,7 +86,7 @@ export function describeDesired(d: DesiredDataplane, backend: string | null): st
     `wgplane plan for node ${d.node}: ${parts.join(', ')}`,
     `device ${d.device.name}: mtu ${d.device.mtu} (${d.device.mtuReason}), port ${d.device.listenPort}, fwmark 0x${d.device.fwmark.toString(16)}, table ${d.table}` +
       (backend ? `, backend ${backend === 'userspace' ? 'userspace wireguard-go' : backend}` : ''),
-    `${d.peers.size} peers, ${d.routes.size} routes in table ${d.table}`,
+    `${plural(d.peers.size, 'peer')}, ${plural(d.routes.size, 'route')} in table ${d.table}`,
   ];
   return lines.join('\n');
 }

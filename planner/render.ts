@@ -153,7 +153,7 @@ function describe(op: Operation): string {
     case 'firewall-chain': {
       const c = op.chain;
       if (op.remove) return `chain ${fam(c.family)} ${c.table} ${c.name}${op.hooked ? ` and its jump from ${c.hook}` : ''}`;
-      return `chain ${fam(c.family)} ${c.table} ${c.name} (${c.rules.length} rules)${op.hooked ? '' : `, jump from ${c.hook}`}`;
+      return `chain ${fam(c.family)} ${c.table} ${c.name} (${c.rules.length} ${c.rules.length === 1 ? 'rule' : 'rules'})${op.hooked ? '' : `, jump from ${c.hook}`}`;
     }
   }
 }
