@@ -6,7 +6,6 @@ import type { Command } from 'commander';
 import { Option } from 'commander';
 import type { NodeName } from '../core/model.js';
 import { detectBackend } from '../adapters/backend.js';
-import { Engine } from '../adapters/daemon/engine.js';
 import { DEFAULT_METRICS_ADDR, parseListenAddr, startHttpServer, type RunningServer } from '../adapters/http.js';
 import { createLogger, parseLogLevel, LOG_LEVELS, type Logger } from '../adapters/log.js';
 import type { ClusterSource } from '../adapters/sources/source.js';
@@ -29,7 +28,7 @@ interface DaemonOpts {
 /** The daemon's source for `--source kube|dir:PATH` (the same factory as status, enable and disable). */
 export async function createSource(spec: string, node: NodeName, kubeconfig: string | undefined): Promise<ClusterSource> {
   try {
-    return openSource(parseSourceSpec(spec, undefined, kubeconfig), node);
+    return await openSource(parseSourceSpec(spec, undefined, kubeconfig), node);
   } catch (err) {
     throw new CliError((err as Error).message);
   }
@@ -53,6 +52,8 @@ export async function runDaemon(o: DaemonOpts): Promise<void> {
   const signal = stopSignals((sig) => log.warn({ signal: sig }, 'second stop signal; exiting now without finishing the stop'));
   const backend = await detectBackend(o.wireguard);
   const source = await createSource(o.source, node, o.kubeconfig);
+  // The engine (with its metrics registry) is loaded only by the daemon, not by every CLI command.
+  const { Engine } = await import('../adapters/daemon/engine.js');
   const engine = new Engine({ node, source, stateDir: o.stateDir, backend, log });
   let server: RunningServer | null = null;
   if (addr !== null) {

@@ -30,7 +30,7 @@ interface Opts { source?: string; kubeconfig?: string; set: string[] }
 async function patch(o: Opts, enabled: boolean): Promise<void> {
   const spec = parseSourceSpec(o.source, undefined, o.kubeconfig);
   const data = settingsPatch(enabled, o.set);
-  const source = openSource(spec, nodeNameFrom(process.env.NODE_NAME ?? 'wgplane-cli'));
+  const source = await openSource(spec, nodeNameFrom(process.env.NODE_NAME ?? 'wgplane-cli'));
   await source.patchSettings(data);
   const rest = Object.entries(data).filter(([k]) => k !== 'enabled').map(([k, v]) => `${k}=${v}`);
   print(`WireGuard ${enabled ? 'enabled' : 'disabled'} in ${source.description} (ConfigMap kube-system/wgplane: enabled=${data.enabled}${rest.length ? ', ' + rest.join(', ') : ''}); the agents apply it as they see it.`);

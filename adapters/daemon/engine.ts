@@ -60,7 +60,9 @@ import type { ClusterEvent, ClusterSource, PublishedStatus } from '../sources/so
 import { CoalescingLoop } from './loop.js';
 import { ClusterStore } from './store.js';
 
-export const STATUS_FILE = 'status.json';
+import { STATUS_FILE } from './status-file.js';
+
+export { STATUS_FILE };
 
 export interface EngineOptions {
   readonly node: NodeName;
