@@ -340,3 +340,25 @@ describe('executor at scale (1,000 peers x 30 allowed IPs)', { skip: skip ?? fal
     assert.equal((await observe({ interfaceName: DEV, table: TABLE, run: node.run })).peers.size, 0);
   });
 });
+
+describe("executor: never writes into the kernel's own tables", () => {
+  // No kernel needed: the refusal comes before any process is started (the runner fails the test if called).
+  const never: Runner = (cmd, args) => assert.fail(`a process was started: ${cmd} ${args.join(' ')}`);
+  const route = { kind: 'device', dest: c('10.1.0.0/24'), device: DEV } as const;
+  const cases: [string, Operation][] = [
+    ['table-flush main', { kind: 'table-flush', table: 254, family: 4, routes: 3, origin: O }],
+    ['route-add local', { kind: 'route-add', table: 255, route, origin: O }],
+    ['route-delete default', { kind: 'route-delete', table: 253, route, origin: O }],
+    ['route-replace 0', { kind: 'route-replace', table: 0, route, from: route, origin: O }],
+    ['rule-add into main', { kind: 'rule-add', rule: { family: 4, priority: 99, table: 254, fwmark: 1, mask: 1 }, origin: O }],
+  ];
+  for (const [name, bad] of cases) {
+    it(`refuses a plan holding ${name}, before running anything`, async () => {
+      const ok: Operation = { kind: 'link-set-up', name: DEV, origin: O };
+      const r = await execute([ok, bad], { backend: 'userspace', privateKey: async () => 'x', run: never });
+      assert.equal(r.kind, 'failed');
+      assert.ok(r.kind === 'failed' && r.applied === 0 && r.failed === bad, JSON.stringify(r));
+      assert.match(r.kind === 'failed' ? r.message : '', /refusing to touch the kernel's (main|local|default|unspec) table/);
+    });
+  }
+});

@@ -10,6 +10,7 @@
 import { familyOf, type Cidr, type Family } from '../core/ip.js';
 import type { WgKey } from '../core/key.js';
 import { OWNERSHIP, type FirewallChain, type ObservedDataplane, type Operation, type Route, type Rule } from '../core/model.js';
+import { KERNEL_TABLES } from '../core/settings.js';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -416,7 +417,21 @@ async function runSysctl(run: Runner, step: Extract<Step, { kind: 'sysctl' }>): 
 }
 
 /** Runs the operations in order; stops at the first failure. `applied` counts operations known done. */
+/** The first operation that would write into one of the kernel's own tables (main, local, default, 0),
+ *  whatever the plan says: a second guard behind the settings' own check. */
+function kernelTableOp(ops: readonly Operation[]): { index: number; message: string } | null {
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i]!;
+    const table = op.kind === 'route-add' || op.kind === 'route-replace' || op.kind === 'route-delete' || op.kind === 'table-flush' ? op.table : op.kind === 'rule-add' ? op.rule.table : null;
+    const name = table === null ? undefined : KERNEL_TABLES.get(table);
+    if (name !== undefined) return { index: i, message: `refusing to touch the kernel's ${name} table (${table}): nothing was changed` };
+  }
+  return null;
+}
+
 export async function execute(ops: readonly Operation[], env: ExecEnv): Promise<ExecResult> {
+  const refused = kernelTableOp(ops);
+  if (refused !== null) return { kind: 'failed', applied: 0, failed: ops[refused.index]!, message: refused.message };
   const run = env.run ?? defaultRunner;
   const steps = groupSteps(ops);
   let applied = 0;

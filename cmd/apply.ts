@@ -6,7 +6,7 @@ import { loadOrCreateKey, readKey } from '../adapters/keystore.js';
 import { withLock } from '../adapters/lock.js';
 import { detectBackend } from '../adapters/backend.js';
 import { reconcile, type ReconcileOutcome } from '../adapters/reconcile.js';
-import { CliError, DEFAULT_STATE_DIR, desiredOrFail, loadSnapshot, nodeNameFrom, observeFor, ownedNameOptions, ownedSettings, workloadPrefix, type OwnedNameOptions } from './common.js';
+import { CliError, DEFAULT_STATE_DIR, desiredOrFail, intFlag, loadSnapshot, nodeNameFrom, observeFor, ownedNameOptions, ownedSettings, workloadPrefix, type OwnedNameOptions } from './common.js';
 import { backendOption, outputOption, print, showPlan, type Output } from './output.js';
 import { planAndShow } from './plan.js';
 
@@ -68,8 +68,8 @@ export function registerApply(program: Command): void {
   .addOption(backendOption())
   .addOption(outputOption())
   .option('--dry-run', 'only show the plan (same as `wgplane plan`)')
-  .option('--attempts <n>', 'how many rounds of execution before giving up', (v) => Number(v), 5)
-  .option('--max-lines <n>', 'show at most N lines per group in text output', (v) => Number(v))
+  .option('--attempts <n>', 'how many rounds of execution before giving up', intFlag(1, 1000), 5)
+  .option('--max-lines <n>', 'show at most N lines per group in text output', intFlag(1))
   .action(async (o: ApplyOpts) => {
     const snapshot = await loadSnapshot(o.snapshot);
     const node = nodeNameFrom(o.node);
@@ -89,7 +89,7 @@ ownedNameOptions(program
   .option('--state-dir <dir>', 'where the lock is kept', DEFAULT_STATE_DIR)
   .addOption(backendOption())
   .addOption(outputOption())
-  .option('--attempts <n>', 'how many rounds before giving up', (v) => Number(v), 5)
+  .option('--attempts <n>', 'how many rounds before giving up', intFlag(1, 1000), 5)
   .action(async (o: OwnedNameOptions & { stateDir: string; wireguard: 'auto' | 'kernel' | 'userspace'; output: Output; attempts: number }) => {
     const { settings } = await ownedSettings(o);
     const node = nodeNameFrom(undefined);

@@ -71,6 +71,27 @@ test('apply and cleanup leave foreign state alone; bad input touches nothing; ke
     assert.equal(await foreignState(run), before);
   });
 
+  // Found in review: `cleanup --table 254` planned "all routes of table 254" and flushed the main table.
+  await t.test("cleanup/observe/apply --table naming one of the kernel's tables is refused; nothing is touched", async () => {
+    const main = (await run('ip', ['route', 'show', 'table', 'main'])).stdout;
+    assert.ok(main.trim() !== '', 'the main table has routes to lose');
+    for (const [table, name] of [['254', 'main'], ['255', 'local'], ['253', 'default'], ['0', '']] as const) {
+      for (const cmd of ['cleanup', 'observe']) {
+        const r = await wgplane([cmd, '--table', table, '--state-dir', stateDir]);
+        assert.equal(r.exitCode, 1, `${cmd} --table ${table}: ${r.stdout}${r.stderr}`);
+        assert.match(r.stderr, new RegExp(`--table.*${name ? `kernel's ${name} table` : 'out of range|want'}`));
+      }
+    }
+    for (const bad of ['abc', '-1', '1.5']) {
+      const r = await wgplane(['cleanup', '--table', bad, '--state-dir', stateDir]);
+      assert.equal(r.exitCode, 1, `--table ${bad}: ${r.stdout}${r.stderr}`);
+    }
+    const r = await wgplane(['cleanup', '--interface', 'a/b', '--state-dir', stateDir]);
+    assert.equal(r.exitCode, 1, r.stdout + r.stderr);
+    assert.equal((await run('ip', ['route', 'show', 'table', 'main'])).stdout, main);
+    assert.equal(await foreignState(run), before);
+  });
+
   await t.test('bad input is refused with its place named, and the kernel is untouched', async () => {
     const bad = path.join(dir, 'bad.json');
     const objects = JSON.parse(toListJson(c.objects)) as { items: { kind: string; status?: { podIPs?: { ip: string }[] } }[] };

@@ -4,7 +4,7 @@ import type { ClusterSnapshot, NodeName, ObservedDataplane } from '../core/model
 import { plan as makePlan } from '../planner/plan.js';
 import { readKey } from '../adapters/keystore.js';
 import { predictBackend } from '../adapters/backend.js';
-import { DEFAULT_STATE_DIR, desiredOrFail, loadSnapshot, nodeNameFrom, observeFor, parseObservedMode, workloadPrefix } from './common.js';
+import { DEFAULT_STATE_DIR, desiredOrFail, intFlag, loadSnapshot, nodeNameFrom, observeFor, parseObservedMode, workloadPrefix } from './common.js';
 import { backendOption, outputOption, showPlan, type Output } from './output.js';
 
 export function registerPlan(program: Command): void {
@@ -16,7 +16,7 @@ export function registerPlan(program: Command): void {
   .option('--observed <source>', 'the current state: live (read this kernel), empty (a node where wgplane never ran), or a JSON file from `wgplane observe`', 'live')
   .addOption(outputOption())
   .option('--state-dir <dir>', 'where the node key is kept (its public key is read if present)', DEFAULT_STATE_DIR)
-  .option('--max-lines <n>', 'show at most N lines per group in text output', (v) => Number(v))
+  .option('--max-lines <n>', 'show at most N lines per group in text output', intFlag(1))
   .addOption(backendOption())
   .action(async (o: { snapshot: string; node?: string; observed: string; output: Output; stateDir: string; maxLines?: number; wireguard: 'auto' | 'kernel' | 'userspace' }) => {
     const snapshot = await loadSnapshot(o.snapshot);

@@ -12,7 +12,7 @@ import {
   renderClusterStatusText,
   renderNodeStatusText,
 } from '../adapters/status.js';
-import { DEFAULT_STATE_DIR, nodeNameFrom, workloadPrefix } from './common.js';
+import { DEFAULT_STATE_DIR, intFlag, nodeNameFrom, workloadPrefix } from './common.js';
 import { outputOption, print, type Output } from './output.js';
 
 interface StatusOpts { node?: string; all?: boolean; source?: string; snapshot?: string; kubeconfig?: string; stateDir: string; output: Output; timeout: number }
@@ -27,7 +27,7 @@ export function registerStatus(program: Command): void {
     .option('--kubeconfig <file>', 'kubeconfig for --source kube (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)')
     .option('-s, --snapshot <path>', 'read the cluster from manifests instead of a source (read only)')
     .option('--state-dir <dir>', "where the node key and the daemon's status.json are", DEFAULT_STATE_DIR)
-    .option('--timeout <seconds>', 'how long to wait for the source to list the cluster', (v) => Number(v), 30)
+    .option('--timeout <seconds>', 'how long to wait for the source to list the cluster', intFlag(1, 3600), 30)
     .addOption(outputOption())
     .action(async (o: StatusOpts) => {
       const node = nodeNameFrom(o.node);

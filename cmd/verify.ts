@@ -5,7 +5,7 @@ import { readSnapshot } from '../adapters/manifest.js';
 import { requireLab } from '../adapters/lab/state.js';
 import { isRoot } from '../adapters/lab/netns.js';
 import { renderVerifyText, verifyLab, verifyNode } from '../adapters/verify.js';
-import { CliError, loadSnapshot } from './common.js';
+import { CliError, intFlag, loadSnapshot } from './common.js';
 import { outputOption, print, type Output } from './output.js';
 
 interface VerifyOpts { lab?: string; snapshot?: string; interface?: string; probe?: boolean; count: number; output: Output }
@@ -18,7 +18,7 @@ export function registerVerify(program: Command): void {
     .option('-s, --snapshot <path>', 'node mode: manifests for the interface name and peer names')
     .option('--interface <name>', `node mode: the WireGuard device (default ${DEFAULT_SETTINGS.interfaceName} or the snapshot's setting)`)
     .option('--probe', 'node mode: ping one /32 allowed IP of each peer and check the counters move')
-    .option('--count <n>', 'lab: pings per probe', (v) => Number(v), 3)
+    .option('--count <n>', 'lab: pings per probe', intFlag(1, 100), 3)
     .addOption(outputOption())
     .action(async (o: VerifyOpts) => {
       if (!isRoot()) throw new CliError('wgplane verify needs root (it reads WireGuard devices, and in the lab enters namespaces and captures packets)');

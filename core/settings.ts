@@ -64,6 +64,9 @@ export function ifnameProblem(s: string, max = 15): string | null {
   return null;
 }
 
+/** The kernel's own routing tables: never wgplane's (the executor refuses them too). */
+export const KERNEL_TABLES: ReadonlyMap<number, string> = new Map([[0, 'unspec'], [253, 'default'], [254, 'main'], [255, 'local']]);
+
 const PARSERS: { readonly [K in keyof Settings]: (s: string) => Parsed<Settings[K]> } = {
   enabled: (s) => (s === 'true' ? ok(true) : s === 'false' ? ok(false) : bad(`${showValue(s)} is not one of true, false`)),
   hostEncryption: (s) => oneOf<HostEncryptionSetting>(s, ['auto', 'true', 'false']),
@@ -76,10 +79,8 @@ const PARSERS: { readonly [K in keyof Settings]: (s: string) => Parsed<Settings[
   },
   routingTable: (s) => {
     const r = parseIntIn(s, 1, 4294967295, 'a routing table number');
-    if (r.ok && (r.value === 253 || r.value === 254 || r.value === 255)) {
-      const name = r.value === 253 ? 'default' : r.value === 254 ? 'main' : 'local';
-      return bad(`${showValue(s)} is the kernel's ${name} table: choose another table`);
-    }
+    const kernel = r.ok ? KERNEL_TABLES.get(r.value) : undefined;
+    if (kernel !== undefined) return bad(`${showValue(s)} is the kernel's ${kernel} table: choose another table`);
     return r;
   },
   rulePriority: (s) => parseIntIn(s, 1, 32765, 'a rule priority'),
@@ -111,6 +112,13 @@ const PARSERS: { readonly [K in keyof Settings]: (s: string) => Parsed<Settings[
 };
 
 const KNOWN = new Set<string>(SETTING_KEYS);
+
+/** One setting's value from text (as in the ConfigMap), or why it is refused (for command-line flags that
+ *  stand for a setting: they obey the same rules). */
+export function parseSetting<K extends keyof Settings>(key: K, value: string): E.Either<string, Settings[K]> {
+  const r = (PARSERS[key] as (s: string) => Parsed<Settings[K]>)(value.trim());
+  return r.ok ? E.right(r.value) : E.left(r.message);
+}
 
 /** Decodes the ConfigMap data found at the path `dataPath` of `where` (see errors.ts `at`). */
 export function decodeSettingsAt(data: unknown, where: string, dataPath: string): E.Either<readonly DecodeError[], Settings> {
