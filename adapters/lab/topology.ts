@@ -3,6 +3,10 @@
 // Flavours: 'aks' (Azure CNI: pod IPs from the node subnet, host ends named azv*, proxy ARP and permanent
 // "fabric" neighbour entries standing in for the VNET, strict rp_filter, AKS providerID and labels) and
 // 'podcidr' (a /24 per node, host-gw routes between nodes, loose rp_filter).
+// 'podcidr' with `dualStack: true` adds IPv6 to it: each node an IPv6 underlay address (fd00:77::<10+i>/64) and
+// a /64 pod CIDR (fd00:10:244:<i>::/64) routed host-gw as the /24s are, each pod an IPv6 address from it and
+// a default route via the host end's link-local fe80::1; the manifests list both families, IPv4 first, as
+// Kubernetes does. Without `dualStack` nothing of this exists (the other flavours are unchanged).
 import { mkdir } from 'node:fs/promises';
 import { defaultRunner, runChecked, type Runner } from '../run.js';
 import { connectToBridge, type Bridge, type NamespaceFactory } from './netns.js';
@@ -14,6 +18,8 @@ export interface ClusterPod {
   readonly ns: string; // network namespace
   readonly ip: string;
   readonly hostIf: string;
+  /** The pod's IPv6 address (dual stack only). */
+  readonly ip6?: string;
 }
 
 export interface ClusterNode {
@@ -26,6 +32,9 @@ export interface ClusterNode {
   readonly stateDir: string;
   /** A node that runs no wgplane (in clear). */
   readonly plain: boolean;
+  /** The node's IPv6 underlay address and IPv6 pod CIDR (dual stack only). */
+  readonly ip6?: string;
+  readonly podCIDR6?: string;
 }
 
 export interface ClusterSpec {
@@ -34,6 +43,8 @@ export interface ClusterSpec {
   readonly podsPerNode: number;
   readonly plainNodes?: readonly number[];
   readonly prefix?: string;
+  /** IPv4 + IPv6 ('podcidr' only). */
+  readonly dualStack?: boolean;
 }
 
 /** The most nodes and pods per node the address plan supports. */
@@ -50,6 +61,15 @@ export function nodeIpOf(flavor: Flavor, i: number): string {
 export function podIpOf(flavor: Flavor, node: number, j: number): string {
   return flavor === 'aks' ? `10.224.${1 + node}.${10 + j}` : `10.244.${node}.${10 + j}`;
 }
+
+// Dual stack: canonical IPv6 text (as Kubernetes prints it), the hex group numbered like the IPv4 octet.
+const hex = (n: number): string => n.toString(16);
+const podPrefix6 = (node: number): string => (node === 0 ? 'fd00:10:244::' : `fd00:10:244:${hex(node)}::`);
+export const nodeIp6Of = (i: number): string => `fd00:77::${hex(10 + i)}`;
+export const podCIDR6Of = (i: number): string => `${podPrefix6(i)}/64`;
+export const podIp6Of = (node: number, j: number): string => `${podPrefix6(node)}${hex(10 + j)}`;
+/** The link-local address of a pod's host end: the pod's IPv6 default gateway. */
+export const POD_GATEWAY6 = 'fe80::1';
 
 export class Topology {
   readonly nodes: ClusterNode[] = [];
@@ -74,17 +94,24 @@ export class Topology {
     if (this.spec.podsPerNode < 0 || this.spec.podsPerNode > TOPOLOGY_LIMITS.podsPerNode) throw new Error(`pods per node must be 0..${TOPOLOGY_LIMITS.podsPerNode}`);
     this.bridge = await this.factory.bridge();
     const aks = flavor === 'aks';
+    const dual = this.spec.dualStack === true;
+    if (dual && aks) throw new Error("dual stack needs the 'podcidr' flavour");
+    // Neighbour discovery is multicast: with snooping and no MLD querier the bridge may drop solicitations.
+    if (dual) await this.exec(this.bridge.name, 'ip', ['link', 'set', 'br0', 'type', 'bridge', 'mcast_snooping', '0']);
     for (let i = 0; i < this.spec.nodes; i++) {
       const ns = (await this.factory.node(i)).name;
       const name = nodeNameOf(flavor, i);
       const ip = nodeIpOf(flavor, i);
       const podCIDR = aks ? null : `10.244.${i}.0/24`;
+      // IPv6 before eth0 exists: no DAD (addresses usable at once), a router (forwards pod traffic).
+      if (dual) await this.exec(ns, 'sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=0', 'net.ipv6.conf.default.disable_ipv6=0', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.forwarding=1', 'net.ipv6.conf.default.forwarding=1']);
       await connectToBridge(this.bridge, ns, { addresses: [aks ? `${ip}/16` : `${ip}/24`], mtu: 1500 });
+      if (dual) await this.exec(ns, 'ip', ['-6', 'address', 'add', `${nodeIp6Of(i)}/64`, 'dev', 'eth0', 'nodad']);
       const rp = aks ? '1' : '2';
       await this.exec(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1', `net.ipv4.conf.all.rp_filter=${rp}`, `net.ipv4.conf.default.rp_filter=${rp}`, `net.ipv4.conf.eth0.rp_filter=${rp}`]);
       const stateDir = this.stateDirOf(ns, name);
       await mkdir(stateDir, { recursive: true, mode: 0o700 });
-      const node: ClusterNode = { name, ns, ip, index: i, podCIDR, pods: [], stateDir, plain: (this.spec.plainNodes ?? []).includes(i) };
+      const node: ClusterNode = { name, ns, ip, index: i, podCIDR, pods: [], stateDir, plain: (this.spec.plainNodes ?? []).includes(i), ...(dual ? { ip6: nodeIp6Of(i), podCIDR6: podCIDR6Of(i) } : {}) };
       for (let j = 0; j < this.spec.podsPerNode; j++) node.pods.push(await this.addPod(node, j));
       this.nodes.push(node);
     }
@@ -97,6 +124,10 @@ export class Topology {
       for (const n of this.nodes) {
         const batch = this.nodes.filter((m) => m !== n).map((m) => `route add ${m.podCIDR!} via ${m.ip}`).join('\n') + '\n';
         if (this.nodes.length > 1) await this.exec(n.ns, 'ip', ['-batch', '-'], batch);
+        if (dual && this.nodes.length > 1) {
+          const batch6 = this.nodes.filter((m) => m !== n).map((m) => `route add ${m.podCIDR6!} via ${m.ip6!} dev eth0`).join('\n') + '\n';
+          await this.exec(n.ns, 'ip', ['-6', '-batch', '-'], batch6);
+        }
       }
     }
   }
@@ -117,6 +148,8 @@ export class Topology {
   async addPod(node: ClusterNode, j: number): Promise<ClusterPod> {
     const aks = this.spec.flavor === 'aks';
     const podNs = (await this.factory.pod(node.index, j)).name;
+    // Dual stack: no DAD in the pod (set before its eth0 exists; the node's defaults were set with its own).
+    if (node.ip6 !== undefined) await this.exec(podNs, 'sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=0', 'net.ipv6.conf.default.disable_ipv6=0', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']);
     const ip = podIpOf(this.spec.flavor, node.index, j);
     const hostIf = aks ? `azv${j}a${node.index}` : `veth${j}`;
     await runChecked(defaultRunner, 'ip', ['-n', node.ns, 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', podNs]);
@@ -127,6 +160,15 @@ export class Topology {
     await runChecked(defaultRunner, 'ip', ['-n', podNs, 'link', 'set', 'eth0', 'up']);
     await runChecked(defaultRunner, 'ip', ['-n', podNs, 'route', 'add', 'default', 'dev', 'eth0']);
     if (aks) for (const other of this.nodes) if (other !== node) await this.fabricNeighbours(other, node, [ip]);
+    if (node.ip6 !== undefined) {
+      const ip6 = podIp6Of(node.index, j);
+      // The host end answers as fe80::1, the pod's gateway; `nodad`: usable at once.
+      await runChecked(defaultRunner, 'ip', ['-n', node.ns, '-6', 'address', 'add', `${POD_GATEWAY6}/64`, 'dev', hostIf, 'nodad']);
+      await runChecked(defaultRunner, 'ip', ['-n', node.ns, '-6', 'route', 'add', `${ip6}/128`, 'dev', hostIf]);
+      await runChecked(defaultRunner, 'ip', ['-n', podNs, '-6', 'address', 'add', `${ip6}/128`, 'dev', 'eth0', 'nodad']);
+      await runChecked(defaultRunner, 'ip', ['-n', podNs, '-6', 'route', 'add', 'default', 'via', POD_GATEWAY6, 'dev', 'eth0']);
+      return { name: `pod-${node.index}-${j}`, ns: podNs, ip, hostIf, ip6 };
+    }
     return { name: `pod-${node.index}-${j}`, ns: podNs, ip, hostIf };
   }
 
@@ -166,9 +208,11 @@ export function nodeManifest(flavor: Flavor, n: ClusterNode, key: string | null,
     },
     spec: {
       ...(aks ? { providerID: `azure:///subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/mc_rg_lab_westeurope/providers/Microsoft.Compute/virtualMachineScaleSets/aks-nodepool1-12345678-vmss/virtualMachines/${n.index}` } : {}),
-      ...(n.podCIDR ? { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR] } : {}),
+      ...(n.podCIDR ? { podCIDR: n.podCIDR, podCIDRs: n.podCIDR6 !== undefined ? [n.podCIDR, n.podCIDR6] : [n.podCIDR] } : {}),
     },
-    status: { addresses: [{ type: 'InternalIP', address: n.ip }, { type: 'Hostname', address: n.name }] },
+    status: { addresses: n.ip6 !== undefined
+      ? [{ type: 'InternalIP', address: n.ip }, { type: 'InternalIP', address: n.ip6 }, { type: 'Hostname', address: n.name }]
+      : [{ type: 'InternalIP', address: n.ip }, { type: 'Hostname', address: n.name }] },
   };
 }
 
@@ -178,7 +222,7 @@ export function podManifests(n: ClusterNode): object[] {
     kind: 'Pod',
     metadata: { name: p.name, namespace: 'default' },
     spec: { nodeName: n.name, containers: [{ name: 'app', image: 'busybox' }] },
-    status: { phase: 'Running', hostIP: n.ip, podIP: p.ip, podIPs: [{ ip: p.ip }] },
+    status: { phase: 'Running', hostIP: n.ip, podIP: p.ip, podIPs: p.ip6 !== undefined ? [{ ip: p.ip }, { ip: p.ip6 }] : [{ ip: p.ip }] },
   }));
 }
 
