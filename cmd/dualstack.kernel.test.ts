@@ -133,6 +133,25 @@ test('dual stack (IPv4 + IPv6) pod-CIDR mode: apply encrypts both families, the 
     assert.ok(packets.filter((p) => isWireGuard(p, [n1, n2])).length >= 6);
   });
 
+  await t.test('IPv6 at the device MTU (1440) crosses unfragmented, and a node reaches a remote pod over IPv6 from its device address, encrypted', async () => {
+    const a = n0.pods[1]!, b = n2.pods[0]!, remote = n1.pods[0]!;
+    const mtu = json<{ mtu: number }[]>((await nodeExecChecked(n0.ns, 'ip', ['-j', 'link', 'show', DEVICE])).stdout)[0]!.mtu;
+    assert.equal(mtu, 1440, 'device MTU: 1500 - 60 (the endpoints are IPv4)');
+    let big: Awaited<ReturnType<typeof nodeExec>> | undefined, host = false;
+    const packets = await capture(bridge, 'br0', async () => {
+      // 1392 bytes of payload + 8 (ICMPv6) + 40 (IPv6) = 1440, with "don't fragment".
+      big = await nodeExec(a.ns, 'ping', ['-n', '-q', '-c', '2', '-i', '0.2', '-W', '2', '-M', 'do', '-s', String(mtu - 48), b.ip6!]);
+      host = await ping(n0.ns, remote.ip6!, 3);
+    });
+    assert.equal(big!.exitCode, 0, `full-size IPv6 ping failed:\n${big!.stdout}${big!.stderr}`);
+    assert.ok(host, 'node to remote pod over IPv6 failed');
+    const got = json<{ dev: string; prefsrc?: string }[]>((await nodeExecChecked(n0.ns, 'ip', ['-6', '-j', 'route', 'get', remote.ip6!])).stdout)[0]!;
+    assert.deepEqual([got.dev, got.prefsrc], [DEVICE, n0.podCIDR6!.split('/')[0]], 'the node sends to remote pods through the device, from its IPv6 device address');
+    const device6 = c.nodes.map((n) => n.podCIDR6!.split('/')[0]!);
+    assert.deepEqual(packets.filter((p) => involves(p, a.ip6!, b.ip6!, remote.ip6!, ...device6)).map((p) => p.line), [], 'IPv6 pod or device addresses seen in clear');
+    assert.deepEqual(packets.filter((p) => !isWireGuard(p, c.nodes) && !isNdOrMld(p)).map((p) => p.line), [], 'something other than WireGuard UDP (a fragment?) crossed the bridge');
+  });
+
   await t.test('IPv6 pod to pod on one node never enters the WireGuard device (while cross-node IPv6 does)', async () => {
     const a = n0.pods[0]!, b = n0.pods[1]!, remote = n2.pods[0]!;
     let same = false, across = false;
