@@ -416,7 +416,6 @@ async function runSysctl(run: Runner, step: Extract<Step, { kind: 'sysctl' }>): 
   return { ok: false, done: Math.max(0, i), message: msgOf(r) };
 }
 
-/** Runs the operations in order; stops at the first failure. `applied` counts operations known done. */
 /** The first operation that would write into one of the kernel's own tables (main, local, default, 0),
  *  whatever the plan says: a second guard behind the settings' own check. */
 function kernelTableOp(ops: readonly Operation[]): { index: number; message: string } | null {
@@ -429,6 +428,7 @@ function kernelTableOp(ops: readonly Operation[]): { index: number; message: str
   return null;
 }
 
+/** Runs the operations in order; stops at the first failure. `applied` counts operations known done. */
 export async function execute(ops: readonly Operation[], env: ExecEnv): Promise<ExecResult> {
   const refused = kernelTableOp(ops);
   if (refused !== null) return { kind: 'failed', applied: 0, failed: ops[refused.index]!, message: refused.message };

@@ -1,7 +1,7 @@
 // Wiring shared by the CLI commands: reading input, the node name, host facts, errors and exit codes.
 import os from 'node:os';
 import { InvalidArgumentError, type Command } from 'commander';
-import { DEFAULT_SETTINGS, parseSetting } from '../core/settings.js';
+import { DEFAULT_SETTINGS, parseIntInRange, parseSetting } from '../core/settings.js';
 import * as E from 'fp-ts/lib/Either.js';
 import type { ClusterSnapshot, DesiredDataplane, HostFacts, NodeName, ObservedDataplane, Settings } from '../core/model.js';
 import { EMPTY_OBSERVED } from '../core/model.js';
@@ -94,19 +94,19 @@ export function describeDesired(d: DesiredDataplane, backend: string | null): st
 /** `--snapshot | --interface --table`: which device and table are wgplane's (cleanup, observe). */
 export interface OwnedNameOptions { snapshot?: string; interface: string; table: number }
 
-/** A flag that stands for a setting obeys the setting's rules (`--table 254`, the main table, is refused
- *  as `routingTable: "254"` is: cleanup would otherwise flush the main table). */
-const settingFlag = <K extends 'interfaceName' | 'routingTable'>(key: K) => (v: string): Settings[K] => {
-  const r = parseSetting(key, v);
+/** A flag's value through a parser; commander reports a refusal with the flag's name. */
+const flag = <T>(parse: (v: string) => E.Either<string, T>) => (v: string): T => {
+  const r = parse(v);
   if (E.isLeft(r)) throw new InvalidArgumentError(r.left);
   return r.right;
 };
 
-/** A whole number in [min, max] for a numeric flag; commander reports the error with the flag's name. */
-export const intFlag = (min: number, max = Number.MAX_SAFE_INTEGER) => (v: string): number => {
-  if (!/^[0-9]+$/.test(v.trim()) || Number(v) < min || Number(v) > max) throw new InvalidArgumentError(`${JSON.stringify(v)}: want a whole number from ${min}${max === Number.MAX_SAFE_INTEGER ? ' up' : ` to ${max}`}`);
-  return Number(v);
-};
+/** A flag that stands for a setting obeys the setting's rules (`--table 254`, the main table, is refused
+ *  as `routingTable: "254"` is: cleanup would otherwise flush the main table). */
+const settingFlag = <K extends 'interfaceName' | 'routingTable'>(key: K) => flag((v) => parseSetting(key, v));
+
+/** A whole number in [min, max] for a numeric flag. */
+export const intFlag = (min: number, max = 999_999_999) => flag((v) => parseIntInRange(v, min, max, 'a whole number'));
 
 export function ownedNameOptions(c: Command): Command {
   return c

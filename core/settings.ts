@@ -113,6 +113,12 @@ const PARSERS: { readonly [K in keyof Settings]: (s: string) => Parsed<Settings[
 
 const KNOWN = new Set<string>(SETTING_KEYS);
 
+/** A whole number in [lo, hi] from text, or why not (`what` names it: "a port"); for command-line flags. */
+export function parseIntInRange(s: string, lo: number, hi: number, what: string): E.Either<string, number> {
+  const r = parseIntIn(s.trim(), lo, hi, what);
+  return r.ok ? E.right(r.value) : E.left(r.message);
+}
+
 /** One setting's value from text (as in the ConfigMap), or why it is refused (for command-line flags that
  *  stand for a setting: they obey the same rules). */
 export function parseSetting<K extends keyof Settings>(key: K, value: string): E.Either<string, Settings[K]> {

@@ -23,7 +23,8 @@ import { runChecked, type Runner } from '../run.js';
 import { observe } from '../observer.js';
 import { createLogger } from '../log.js';
 import { startHttpServer, type RunningServer } from '../http.js';
-import { Engine, STATUS_FILE, type EngineOptions } from './engine.js';
+import { Engine, type EngineOptions } from './engine.js';
+import { STATUS_FILE } from './status-file.js';
 
 const skip = kernelTestSkipReason();
 

@@ -62,8 +62,6 @@ import { ClusterStore } from './store.js';
 
 import { STATUS_FILE } from './status-file.js';
 
-export { STATUS_FILE };
-
 export interface EngineOptions {
   readonly node: NodeName;
   readonly source: ClusterSource;
