@@ -9,8 +9,7 @@ import { stringify } from 'yaml';
 import type { Cidr } from '../core/ip.js';
 import type { WgKey } from '../core/key.js';
 import { EMPTY_OBSERVED, type NodeName, type ObservedDataplane, type ObservedPeer } from '../core/model.js';
-import { REPO } from '../testing/cluster.js';
-import { defaultRunner } from './run.js';
+import { wgplaneHere } from '../testing/cluster.js';
 import { createDirSource } from './sources/dir.js';
 import { clusterStatus, nodeStatus, parseSourceSpec, readCluster, renderClusterStatusText, renderNodeStatusText } from './status.js';
 import type { PublishedStatus } from './sources/source.js';
@@ -79,7 +78,7 @@ test('wgplane enable|disable through the CLI: settings validated before anything
   const dir = await mkdtemp(path.join(tmpdir(), 'wgplane-enable-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   await writeFile(path.join(dir, 'nodes.yaml'), stringify(node('n1', '10.0.0.1', '10.244.1.0/24')));
-  const cli = (...args: string[]) => defaultRunner(process.execPath, ['--import', 'tsx', path.join(REPO, 'cmd/main.ts'), ...args]);
+  const cli = (...args: string[]) => wgplaneHere(args);
   let r = await cli('enable', '--source', `dir:${dir}`, '--set', 'mtu=99', '--set', 'listenPort=51999');
   assert.equal(r.exitCode, 1);
   assert.match(r.stderr, /nothing was written[\s\S]*--set mtu: "99" is out of range/);

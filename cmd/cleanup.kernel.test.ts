@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { generateCluster, toListJson, nodeNames } from '../testing/generate.js';
 import { Lab, addUnderlay, kernelTestSkipReason, nodeExec } from '../testing/netns.js';
-import { REPO } from '../testing/cluster.js';
+import { CLI_ARGS } from '../testing/cluster.js';
 import { runChecked, type Runner } from '../adapters/run.js';
 
 const skip = kernelTestSkipReason();
@@ -45,7 +45,7 @@ test('apply and cleanup leave foreign state alone; bad input touches nothing; ke
   const snapshot = path.join(dir, 'cluster.json');
   writeFileSync(snapshot, toListJson(c.objects));
   const stateDir = path.join(dir, 'state');
-  const wgplane = (args: string[], input?: string) => nodeExec(ns.name, 'node', ['--import', 'tsx', path.join(REPO, 'cmd/main.ts'), ...args], input !== undefined ? { input } : undefined);
+  const wgplane = (args: string[], input?: string) => nodeExec(ns.name, process.execPath, [...CLI_ARGS, ...args], input !== undefined ? { input } : undefined);
 
   // The underlay and the foreign state.
   await addUnderlay(run, localIP);

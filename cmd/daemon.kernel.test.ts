@@ -15,14 +15,13 @@ import { execa, type ResultPromise } from 'execa';
 import { readKey } from '../adapters/keystore.js';
 import { defaultRunner, runChecked } from '../adapters/run.js';
 import { Capture, type Packet } from '../testing/capture.js';
-import { REPO, TestCluster, ping, type ClusterNode } from '../testing/cluster.js';
+import { CLI_ARGS, REPO, TestCluster, wgplaneHere, ping, type ClusterNode } from '../testing/cluster.js';
 import { connectToBridge, kernelTestSkipReason, nodeExec, nodeExecChecked, nodePrefix } from '../testing/netns.js';
 
 const skip = kernelTestSkipReason();
 const IFACE = 'wireguard.wgp';
 const TABLE = 51820;
 const PORT = 51820;
-const CLI = ['--import', 'tsx', path.join(REPO, 'cmd/main.ts')];
 
 /** Polls `f` until it returns a truthy value; the error names what was awaited and the last reason. */
 async function until<T>(what: string, f: () => Promise<T | null | undefined | false>, ms = 60_000, extra: () => string = () => ''): Promise<T> {
@@ -74,7 +73,7 @@ class Mesh {
   start(node: ClusterNode): Agent {
     const a = this.agents.get(node.name) ?? { node, proc: null, log: [] };
     const [cmd, ...prefix] = nodePrefix(node.ns);
-    const proc = execa(cmd!, [...prefix, process.execPath, ...CLI, 'daemon', '--source', `dir:${this.dir}`, '--node', node.name, '--state-dir', node.stateDir, '--wireguard', 'userspace', '--metrics-addr', 'off', '--log-level', 'info'], {
+    const proc = execa(cmd!, [...prefix, process.execPath, ...CLI_ARGS, 'daemon', '--source', `dir:${this.dir}`, '--node', node.name, '--state-dir', node.stateDir, '--wireguard', 'userspace', '--metrics-addr', 'off', '--log-level', 'info'], {
       cwd: REPO, reject: false, buffer: false, stdin: 'ignore', all: true,
     });
     proc.all?.on('data', (d: Buffer) => {
@@ -174,7 +173,7 @@ class Mesh {
   }
 
   async cli(args: readonly string[]): Promise<string> {
-    const r = await defaultRunner(process.execPath, [...CLI, ...args]);
+    const r = await wgplaneHere(args);
     assert.equal(r.exitCode, 0, `wgplane ${args.join(' ')}: ${r.stdout}${r.stderr}`);
     return r.stdout;
   }

@@ -9,21 +9,17 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { defaultRunner, runChecked, type RunResult } from '../adapters/run.js';
 import { NetnsHome, kernelTestSkipReason, listNamespaces } from '../adapters/lab/netns.js';
 import { LAB_RUN_ROOT, LAB_STATE_ROOT, isLabNamespace, labPaths, readLabState, type LabState } from '../adapters/lab/state.js';
 import type { VerifyReport } from '../adapters/verify.js';
 import { isRunning } from '../adapters/lab/lab.js';
+import { wgplaneHere as wgplane } from '../testing/cluster.js';
 
 const skip = kernelTestSkipReason();
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const AGENT = 'daemon';
 
-function wgplane(args: readonly string[]): Promise<RunResult> {
-  return defaultRunner('node', ['--import', 'tsx', path.join(REPO, 'cmd/main.ts'), ...args]);
-}
 
 /** Everything of lab `name` still on the machine: namespaces, directories, processes naming its
  *  directories, and mounts (in any process's mount namespace) under its directories. */

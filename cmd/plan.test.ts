@@ -6,28 +6,20 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as E from 'fp-ts/lib/Either.js';
-import { execa } from 'execa';
 import { desired } from '../core/desired.js';
 import type { NodeName } from '../core/model.js';
 import { readSnapshot } from '../adapters/manifest.js';
 import { observedToJson } from '../adapters/observed-json.js';
 import { generateKey, programmedObserved } from '../testing/generate.js';
+import { CLI_ARGS, REPO, wgplaneHere } from '../testing/cluster.js';
+import { defaultRunner } from '../adapters/run.js';
 
-const REPO = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const EXAMPLES = path.join(REPO, 'examples');
 
-interface Run { exitCode: number | undefined; stdout: string; stderr: string }
-
 let stateDir = '';
-/** The CLI with an empty state directory (no stored key), so nothing depends on this machine. */
-async function wgplane(args: readonly string[], opts: { input?: string; env?: Record<string, string> } = {}): Promise<Run> {
-  const r = await execa(process.execPath, ['--import', 'tsx', path.join(REPO, 'cmd/main.ts'), ...args], {
-    cwd: REPO, reject: false, input: opts.input ?? '', env: { NODE_NAME: '', ...opts.env }, extendEnv: true,
-  });
-  return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr };
-}
+const wgplane = (args: readonly string[], input?: string) => wgplaneHere(args, input === undefined ? undefined : { input });
+/** `plan` with an empty state directory (no stored key), so nothing depends on this machine. */
 const plan = (snapshot: string, node: string, ...rest: string[]) =>
   wgplane(['plan', '--snapshot', snapshot, '--node', node, '--state-dir', stateDir, ...rest]);
 
@@ -71,7 +63,7 @@ describe('wgplane plan on the bundled examples (the real CLI)', () => {
     const shown = readme.slice(start + '```text\n'.length, readme.indexOf('```', start + 8));
     const r = await plan('examples/aks-azure-cni.yaml', 'aks-nodepool1-12345678-vmss000000', '--observed', 'empty');
     assert.equal(r.exitCode, 2, r.stderr);
-    assert.equal(shown, r.stdout + '\n');
+    assert.equal(shown, r.stdout);
   });
 
   for (const c of CASES) {
@@ -124,12 +116,12 @@ describe('wgplane plan on the bundled examples (the real CLI)', () => {
     const file = path.join(EXAMPLES, 'aks-azure-cni.yaml');
     const want = await plan(file, node, '--observed', 'empty', '--output', 'json');
     const yaml = await readFile(file, 'utf8');
-    const fromYaml = await wgplane(['plan', '--snapshot', '-', '--node', node, '--state-dir', stateDir, '--observed', 'empty', '-o', 'json'], { input: yaml });
+    const fromYaml = await wgplane(['plan', '--snapshot', '-', '--node', node, '--state-dir', stateDir, '--observed', 'empty', '-o', 'json'], yaml);
     assert.equal(fromYaml.exitCode, 2, fromYaml.stderr);
     assert.equal(fromYaml.stdout, want.stdout);
     // kubectl's JSON form, and the objects one per file in a directory
     const snapshotDocs = (await import('js-yaml')).load(yaml) as { items: unknown[] };
-    const fromJson = await wgplane(['plan', '--snapshot', '-', '--node', node, '--state-dir', stateDir, '--observed', 'empty', '-o', 'json'], { input: JSON.stringify(snapshotDocs, null, 4) });
+    const fromJson = await wgplane(['plan', '--snapshot', '-', '--node', node, '--state-dir', stateDir, '--observed', 'empty', '-o', 'json'], JSON.stringify(snapshotDocs, null, 4));
     assert.equal(fromJson.stdout, want.stdout, fromJson.stderr);
     const dir = path.join(stateDir, 'manifests');
     await mkdir(dir, { recursive: true });
@@ -139,7 +131,7 @@ describe('wgplane plan on the bundled examples (the real CLI)', () => {
   });
 
   it('--node defaults to $NODE_NAME', async () => {
-    const r = await wgplane(['plan', '--snapshot', 'examples/podcidr.yaml', '--state-dir', stateDir, '--observed', 'empty', '-o', 'json'], { env: { NODE_NAME: 'worker-2' } });
+    const r = await defaultRunner('env', ['NODE_NAME=worker-2', process.execPath, ...CLI_ARGS, 'plan', '--snapshot', 'examples/podcidr.yaml', '--state-dir', stateDir, '--observed', 'empty', '-o', 'json']);
     assert.equal(r.exitCode, 2, r.stderr);
     assert.equal((JSON.parse(r.stdout) as PlanJson).node, 'worker-2');
   });
@@ -159,7 +151,7 @@ describe('wgplane plan on the bundled examples (the real CLI)', () => {
 
   it('bad input: exit 1, the place named, nothing on stdout', async () => {
     const yaml = (await readFile(path.join(EXAMPLES, 'aks-azure-cni.yaml'), 'utf8')).replace('10.224.0.21', '10.224.0.999');
-    const r = await wgplane(['plan', '--snapshot', '-', '--node', 'aks-nodepool1-12345678-vmss000000', '--state-dir', stateDir, '--observed', 'empty'], { input: yaml });
+    const r = await wgplane(['plan', '--snapshot', '-', '--node', 'aks-nodepool1-12345678-vmss000000', '--state-dir', stateDir, '--observed', 'empty'], yaml);
     assert.equal(r.exitCode, 1);
     assert.equal(r.stdout, '');
     assert.match(r.stderr, /<stdin>|stdin/);

@@ -17,14 +17,13 @@ import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { readKey } from '../adapters/keystore.js';
 import { Capture, type Packet } from '../testing/capture.js';
-import { REPO, TestCluster, type ClusterNode } from '../testing/cluster.js';
+import { CLI_ARGS, REPO, TestCluster, type ClusterNode } from '../testing/cluster.js';
 import { kernelTestSkipReason, nodeExec, nodePrefix } from '../testing/netns.js';
 
 const skip = kernelTestSkipReason();
 const IFACE = 'wireguard.wgp';
 const TABLE = 51820;
 const PORT = 51820;
-const CLI = ['--import', 'tsx', path.join(REPO, 'cmd/main.ts')];
 const PING_INTERVAL_S = 0.1;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -107,7 +106,7 @@ class Mesh {
   start(node: ClusterNode): Agent {
     const a = this.agents.get(node.name) ?? { proc: null, log: [] };
     const [cmd, ...prefix] = nodePrefix(node.ns);
-    const proc = execa(cmd!, [...prefix, process.execPath, ...CLI, 'daemon', '--source', `dir:${this.dir}`, '--node', node.name, '--state-dir', node.stateDir, '--wireguard', 'userspace', '--metrics-addr', 'off', '--log-level', 'info'], {
+    const proc = execa(cmd!, [...prefix, process.execPath, ...CLI_ARGS, 'daemon', '--source', `dir:${this.dir}`, '--node', node.name, '--state-dir', node.stateDir, '--wireguard', 'userspace', '--metrics-addr', 'off', '--log-level', 'info'], {
       cwd: REPO, reject: false, buffer: false, stdin: 'ignore', all: true,
     });
     proc.all?.on('data', (d: Buffer) => { a.log.push(...d.toString().split('\n').filter((l) => l !== '')); });

@@ -3,13 +3,21 @@
 // from this checkout inside a node.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { RunResult } from '../adapters/run.js';
+import { defaultRunner, type RunOptions, type RunResult } from '../adapters/run.js';
 import { Topology, type ClusterSpec, type ClusterNode } from '../adapters/lab/topology.js';
 import { Lab, TEST_ROOT, nodeExec } from './netns.js';
 
 export { type Flavor, type ClusterPod, type ClusterNode, type ClusterSpec } from '../adapters/lab/topology.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** The node arguments that run this checkout's CLI from source (after `node`/process.execPath). */
+export const CLI_ARGS: readonly string[] = ['--import', 'tsx', path.join(REPO, 'cmd/main.ts')];
+
+/** Runs this checkout's wgplane CLI here (the current namespace). */
+export function wgplaneHere(args: readonly string[], opts?: RunOptions): Promise<RunResult> {
+  return defaultRunner(process.execPath, [...CLI_ARGS, ...args], opts);
+}
 
 export class TestCluster extends Topology {
   private constructor(spec: ClusterSpec, readonly lab: Lab) {
@@ -29,7 +37,7 @@ export class TestCluster extends Topology {
 
   /** Runs the wgplane CLI inside a node (its namespace, its own /run/wireguard). */
   wgplane(node: ClusterNode, args: readonly string[], input?: string): Promise<RunResult> {
-    return nodeExec(node.ns, 'node', ['--import', 'tsx', path.join(REPO, 'cmd/main.ts'), ...args], input !== undefined ? { input } : undefined);
+    return nodeExec(node.ns, process.execPath, [...CLI_ARGS, ...args], input !== undefined ? { input } : undefined);
   }
 
   async destroy(): Promise<void> {

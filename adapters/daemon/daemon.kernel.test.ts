@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { generateCluster, nodeNames, setNodeKey, toListJson } from '../../testing/generate.js';
 import { Lab, addUnderlay, kernelTestSkipReason, nodePrefix, type TestNamespace } from '../../testing/netns.js';
-import { REPO } from '../../testing/cluster.js';
+import { CLI_ARGS, REPO } from '../../testing/cluster.js';
 import { runChecked } from '../run.js';
 
 const skip = kernelTestSkipReason();
@@ -41,7 +41,7 @@ describe('wgplane daemon (child process, dir source, real kernel)', { skip: skip
   function startDaemon(extra: string[] = []): { child: ChildProcess; exit: Promise<number | null>; stderr: () => string } {
     const [cmd, ...prefix] = nodePrefix(ns.name);
     const child = spawn(cmd!, [
-      ...prefix, process.execPath, '--import', 'tsx', path.join(REPO, 'cmd/main.ts'), 'daemon',
+      ...prefix, process.execPath, ...CLI_ARGS, 'daemon',
       '--source', `dir:${dir}`, '--node', local, '--state-dir', stateDir, '--wireguard', 'userspace',
       '--metrics-addr', '127.0.0.1:9476', '--log-level', 'info', ...extra,
     ], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
